@@ -1,0 +1,1 @@
+//! Triton custom backend `exatrkx`.

@@ -1,0 +1,1 @@
+//! The ExaTrkX inference pipeline, free of Triton.

@@ -1,0 +1,1 @@
+//! TrackML-like detector simulation, TrackML CSV I/O, node features and evaluation.
