@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 fn has_headers(dir: &Path) -> bool {
-    dir.join("triton/core/tritonbackend.h").is_file() && dir.join("triton/core/tritonserver.h").is_file()
+    dir.join("triton/core/tritonbackend.h").is_file()
+        && dir.join("triton/core/tritonserver.h").is_file()
 }
 
 fn include_dir() -> PathBuf {
@@ -29,11 +30,18 @@ fn include_dir() -> PathBuf {
 fn main() {
     println!("cargo:rerun-if-env-changed=TRITON_INCLUDE_DIR");
     let include = include_dir();
-    println!("cargo:rerun-if-changed={}", include.join("triton/core").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        include.join("triton/core").display()
+    );
     println!("cargo:include={}", include.display());
 
     let bindings = bindgen::Builder::default()
-        .header(include.join("triton/core/tritonbackend.h").to_string_lossy())
+        .header(
+            include
+                .join("triton/core/tritonbackend.h")
+                .to_string_lossy(),
+        )
         .clang_args(["-x", "c++", "-std=c++11"])
         .clang_arg(format!("-I{}", include.display()))
         .allowlist_function("TRITON(SERVER|BACKEND)_.*")

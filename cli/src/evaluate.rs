@@ -1,0 +1,8 @@
+//! `exatrkx evaluate` (placeholder until its implementation lands).
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn main(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`exatrkx evaluate` is not implemented yet")
+}

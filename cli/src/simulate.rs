@@ -1,0 +1,8 @@
+//! `exatrkx simulate` (placeholder until its implementation lands).
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn main(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`exatrkx simulate` is not implemented yet")
+}
