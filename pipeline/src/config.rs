@@ -1,0 +1,347 @@
+//! Pipeline settings: one parser for Triton parameters, CLI `--param key=value` and tests.
+use std::path::PathBuf;
+
+use crate::error::{PipelineError, Result};
+
+/// How the event graph is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphMethod {
+    /// Metric-learning embedding, then fixed-radius neighbours in the embedding space.
+    Radius,
+    /// Module map: hit pairs on module pairs seen in training, with geometric cuts.
+    ModuleMap,
+}
+
+/// How tracks are read off the classified graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackBuilder {
+    ConnectedComponents,
+    Walkthrough,
+}
+
+/// Numeric precision of the networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    Fp32,
+    Bf16,
+    Fp16,
+}
+
+/// Where the pipeline runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Cuda(usize),
+}
+
+/// Every setting of the pipeline, with the defaults of `docs/DESIGN.md`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineConfig {
+    /// Folder the model file names are relative to (the model version folder under Triton).
+    pub model_dir: PathBuf,
+    pub embedding_model: String,
+    pub filter_model: String,
+    pub gnn_model: String,
+    pub module_map: String,
+    pub graph_construction: GraphMethod,
+    pub radius: f32,
+    pub knn: usize,
+    pub filter_cut: f32,
+    pub gnn_cut: f32,
+    pub track_builder: TrackBuilder,
+    pub walk_min_cut: f32,
+    pub walk_high_cut: f32,
+    pub min_track_length: usize,
+    pub precision: Precision,
+    pub embedding_batch: usize,
+    pub filter_chunk: usize,
+    pub max_spacepoints: usize,
+    pub allow_cpu_fallback: bool,
+    pub device: DeviceKind,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            model_dir: PathBuf::from("."),
+            embedding_model: "embed.pt".into(),
+            filter_model: "filter.pt".into(),
+            gnn_model: "gnn.pt".into(),
+            module_map: "module_map.csv".into(),
+            graph_construction: GraphMethod::Radius,
+            radius: 0.1,
+            knn: 100,
+            filter_cut: 0.05,
+            gnn_cut: 0.5,
+            track_builder: TrackBuilder::ConnectedComponents,
+            walk_min_cut: 0.1,
+            walk_high_cut: 0.6,
+            min_track_length: 3,
+            precision: Precision::Fp32,
+            embedding_batch: 65_536,
+            filter_chunk: 16_384,
+            max_spacepoints: 500_000,
+            allow_cpu_fallback: false,
+            device: DeviceKind::Cpu,
+        }
+    }
+}
+
+/// The keys `set` accepts, in the order of `docs/DESIGN.md`.
+pub const PARAMETER_KEYS: &[&str] = &[
+    "embedding_model",
+    "filter_model",
+    "gnn_model",
+    "module_map",
+    "graph_construction",
+    "radius",
+    "knn",
+    "filter_cut",
+    "gnn_cut",
+    "track_builder",
+    "walk_min_cut",
+    "walk_high_cut",
+    "min_track_length",
+    "precision",
+    "embedding_batch",
+    "filter_chunk",
+    "max_spacepoints",
+    "allow_cpu_fallback",
+];
+
+fn bad(key: &str, value: &str, expected: &str) -> PipelineError {
+    PipelineError::Config(format!(
+        "parameter '{key}' = '{value}': expected {expected}"
+    ))
+}
+
+fn parse_f32(key: &str, value: &str) -> Result<f32> {
+    value
+        .trim()
+        .parse::<f32>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| bad(key, value, "a finite number"))
+}
+
+fn parse_usize(key: &str, value: &str) -> Result<usize> {
+    value
+        .trim()
+        .parse::<usize>()
+        .map_err(|_| bad(key, value, "a non-negative integer"))
+}
+
+fn parse_file(key: &str, value: &str) -> Result<String> {
+    let name = value.trim();
+    let path = std::path::Path::new(name);
+    let escapes = path
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)));
+    if name.is_empty() || escapes {
+        return Err(bad(
+            key,
+            value,
+            "a file name inside the model folder (no '..', no absolute path)",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+impl PipelineConfig {
+    /// Set one parameter from its text form; unknown keys and malformed values are errors.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let v = value.trim();
+        match key {
+            "embedding_model" => self.embedding_model = parse_file(key, value)?,
+            "filter_model" => self.filter_model = parse_file(key, value)?,
+            "gnn_model" => self.gnn_model = parse_file(key, value)?,
+            "module_map" => self.module_map = parse_file(key, value)?,
+            "graph_construction" => {
+                self.graph_construction = match v {
+                    "radius" | "metric_learning" => GraphMethod::Radius,
+                    "module_map" => GraphMethod::ModuleMap,
+                    _ => return Err(bad(key, value, "'radius' or 'module_map'")),
+                }
+            }
+            "radius" => self.radius = parse_f32(key, value)?,
+            "knn" => self.knn = parse_usize(key, value)?,
+            "filter_cut" => self.filter_cut = parse_f32(key, value)?,
+            "gnn_cut" => self.gnn_cut = parse_f32(key, value)?,
+            "track_builder" => {
+                self.track_builder = match v {
+                    "cc" | "connected_components" => TrackBuilder::ConnectedComponents,
+                    "walkthrough" | "walk" => TrackBuilder::Walkthrough,
+                    _ => return Err(bad(key, value, "'cc' or 'walkthrough'")),
+                }
+            }
+            "walk_min_cut" => self.walk_min_cut = parse_f32(key, value)?,
+            "walk_high_cut" => self.walk_high_cut = parse_f32(key, value)?,
+            "min_track_length" => self.min_track_length = parse_usize(key, value)?,
+            "precision" => {
+                self.precision = match v {
+                    "fp32" | "float32" => Precision::Fp32,
+                    "bf16" | "bfloat16" => Precision::Bf16,
+                    "fp16" | "float16" | "half" => Precision::Fp16,
+                    _ => return Err(bad(key, value, "'fp32', 'bf16' or 'fp16'")),
+                }
+            }
+            "embedding_batch" => self.embedding_batch = parse_usize(key, value)?,
+            "filter_chunk" => self.filter_chunk = parse_usize(key, value)?,
+            "max_spacepoints" => self.max_spacepoints = parse_usize(key, value)?,
+            "allow_cpu_fallback" => {
+                self.allow_cpu_fallback = match v.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" => false,
+                    _ => return Err(bad(key, value, "true or false")),
+                }
+            }
+            _ => {
+                return Err(PipelineError::Config(format!(
+                    "unknown parameter '{key}' (known: {})",
+                    PARAMETER_KEYS.join(", ")
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Check the values together; called by `Pipeline::new`.
+    pub fn validate(&self) -> Result<()> {
+        let unit = |key: &str, v: f32| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(bad(key, &v.to_string(), "a cut in [0, 1)"))
+            }
+        };
+        if self.radius <= 0.0 {
+            return Err(bad("radius", &self.radius.to_string(), "a radius > 0"));
+        }
+        if self.knn == 0 {
+            return Err(bad("knn", "0", "at least 1"));
+        }
+        unit("filter_cut", self.filter_cut)?;
+        unit("gnn_cut", self.gnn_cut)?;
+        unit("walk_min_cut", self.walk_min_cut)?;
+        unit("walk_high_cut", self.walk_high_cut)?;
+        if self.walk_high_cut < self.walk_min_cut {
+            return Err(PipelineError::Config(format!(
+                "walk_high_cut ({}) must not be below walk_min_cut ({})",
+                self.walk_high_cut, self.walk_min_cut
+            )));
+        }
+        if self.min_track_length < 1 {
+            return Err(bad("min_track_length", "0", "at least 1"));
+        }
+        for (key, v) in [
+            ("embedding_batch", self.embedding_batch),
+            ("filter_chunk", self.filter_chunk),
+            ("max_spacepoints", self.max_spacepoints),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "0", "at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn embedding_path(&self) -> PathBuf {
+        self.model_dir.join(&self.embedding_model)
+    }
+    pub fn filter_path(&self) -> PathBuf {
+        self.model_dir.join(&self.filter_model)
+    }
+    pub fn gnn_path(&self) -> PathBuf {
+        self.model_dir.join(&self.gnn_model)
+    }
+    pub fn module_map_path(&self) -> PathBuf {
+        self.model_dir.join(&self.module_map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_key_is_accepted() {
+        let samples = [
+            ("embedding_model", "e.pt"),
+            ("filter_model", "f.pt"),
+            ("gnn_model", "g.pt"),
+            ("module_map", "mm.csv"),
+            ("graph_construction", "module_map"),
+            ("radius", "0.2"),
+            ("knn", "50"),
+            ("filter_cut", "0.1"),
+            ("gnn_cut", "0.6"),
+            ("track_builder", "walkthrough"),
+            ("walk_min_cut", "0.2"),
+            ("walk_high_cut", "0.7"),
+            ("min_track_length", "4"),
+            ("precision", "bf16"),
+            ("embedding_batch", "1000"),
+            ("filter_chunk", "2000"),
+            ("max_spacepoints", "3000"),
+            ("allow_cpu_fallback", "true"),
+        ];
+        assert_eq!(samples.len(), PARAMETER_KEYS.len());
+        let mut cfg = PipelineConfig::default();
+        for (k, v) in samples {
+            cfg.set(k, v).unwrap_or_else(|e| panic!("{k}: {e}"));
+        }
+        cfg.validate().unwrap();
+        assert_eq!(cfg.graph_construction, GraphMethod::ModuleMap);
+        assert_eq!(cfg.track_builder, TrackBuilder::Walkthrough);
+        assert_eq!(cfg.precision, Precision::Bf16);
+        assert_eq!(
+            (cfg.knn, cfg.min_track_length, cfg.filter_chunk),
+            (50, 4, 2000)
+        );
+        assert!(cfg.allow_cpu_fallback);
+        assert_eq!(cfg.gnn_path(), PathBuf::from("./g.pt"));
+    }
+
+    #[test]
+    fn bad_values_name_the_parameter() {
+        let mut cfg = PipelineConfig::default();
+        for (k, v) in [
+            ("radius", "abc"),
+            ("knn", "-3"),
+            ("track_builder", "magic"),
+            ("precision", "int4"),
+            ("gnn_model", "../../etc/passwd"),
+            ("gnn_model", "/abs/gnn.pt"),
+            ("allow_cpu_fallback", "maybe"),
+        ] {
+            let err = cfg.set(k, v).unwrap_err().to_string();
+            assert!(err.contains(k), "{err}");
+        }
+        let err = cfg.set("no_such_key", "1").unwrap_err().to_string();
+        assert!(
+            err.contains("no_such_key") && err.contains("radius"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn validate_rejects_inconsistent_settings() {
+        for (k, v) in [
+            ("radius", "-0.5"),
+            ("radius", "0"),
+            ("filter_cut", "1.5"),
+            ("gnn_cut", "-0.1"),
+            ("knn", "0"),
+            ("max_spacepoints", "0"),
+        ] {
+            let mut cfg = PipelineConfig::default();
+            cfg.set(k, v).unwrap();
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(k), "{k}={v}: {err}");
+        }
+        let mut cfg = PipelineConfig::default();
+        cfg.set("walk_min_cut", "0.5").unwrap();
+        cfg.set("walk_high_cut", "0.4").unwrap();
+        assert!(cfg.validate().is_err());
+    }
+}
