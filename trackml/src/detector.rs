@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::csv::Table;
 use crate::error::{Error, Result};
-use crate::geom::{add, dot, norm, scale, sub, V3};
+use crate::geom::{add, cross, dot, scale, sub, unit, V3};
 
 /// One sensor module: centre, local axes u, v, w in global coordinates, trapezoid and pitches.
 #[derive(Clone, Debug)]
@@ -232,14 +232,21 @@ impl Detector {
                 layer_keys.push(key);
                 layer_keys.len() - 1
             });
+            // The file rounds the rotations to six digits: make the frame orthonormal again so
+            // that local and global coordinates convert both ways exactly (right-handed u, v, w).
+            let u = unit([rot[0][i], rot[3][i], rot[6][i]]);
+            let v_raw = [rot[1][i], rot[4][i], rot[7][i]];
+            let v = unit(sub(v_raw, scale(u, dot(v_raw, u))));
+            let w_raw = [rot[2][i], rot[5][i], rot[8][i]];
+            let w = cross(u, v);
             let m = Module {
                 volume_id: vol[i],
                 layer_id: lay[i],
                 module_id: modid[i],
                 centre: [cx[i], cy[i], cz[i]],
-                u: [rot[0][i], rot[3][i], rot[6][i]],
-                v: [rot[1][i], rot[4][i], rot[7][i]],
-                w: [rot[2][i], rot[5][i], rot[8][i]],
+                u,
+                v,
+                w,
                 half_thickness: mt[i],
                 min_hu: minhu[i],
                 max_hu: maxhu[i],
@@ -248,11 +255,13 @@ impl Detector {
                 pitch_v: pv[i],
                 layer,
             };
-            if hv[i] <= 0.0 || maxhu[i] <= 0.0 || (norm(m.w) - 1.0).abs() > 1e-3 {
+            if hv[i] <= 0.0 || maxhu[i] <= 0.0 || dot(w_raw, w) < 0.999 {
                 return Err(Error::Parse {
                     path: path.to_path_buf(),
                     line: i + 2,
-                    message: "module with empty trapezoid or non-unit axes".into(),
+                    message:
+                        "module with an empty trapezoid or axes that are not a right-handed frame"
+                            .into(),
                 });
             }
             modules.push(m);

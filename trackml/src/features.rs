@@ -33,8 +33,7 @@ pub fn node_features(event: &Event) -> Vec<f32> {
             .map(|(i, h)| (h.hit_id, i))
             .collect();
         for c in sp {
-            // Rows naming unknown hits are ignored here; `read_event` callers get them checked
-            // by `check_spacepoints`.
+            // `read_event` refuses files naming unknown hits; in-memory events skip them.
             if let Some(&i) = row_of.get(&c.hit_id) {
                 let row = &mut out[i * NUM_FEATURES..(i + 1) * NUM_FEATURES];
                 row[3..6].copy_from_slice(&cylindrical(c.cl1[0], c.cl1[1], c.cl1[2]));

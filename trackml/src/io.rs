@@ -294,12 +294,24 @@ pub fn read_event(dir: &Path, event_id: u64) -> Result<Event> {
         Some(t) => Some(align_truth(&hits, t, &hits_path)?),
         None => None,
     };
+    let spacepoints = spacepoints.transpose()?;
+    if let Some(sp) = &spacepoints {
+        let known: std::collections::HashSet<u64> = hits.iter().map(|h| h.hit_id).collect();
+        if let Some(c) = sp.iter().find(|c| !known.contains(&c.hit_id)) {
+            return Err(Error::Invalid(format!(
+                "{}-spacepoints.csv in {} names hit_id {}, which is not in the hits file",
+                event_prefix(event_id),
+                dir.display(),
+                c.hit_id
+            )));
+        }
+    }
     Ok(Event {
         event_id,
         hits,
         truth,
         particles: particles.transpose()?,
-        spacepoints: spacepoints.transpose()?,
+        spacepoints,
         cells: cells.transpose()?,
     })
 }

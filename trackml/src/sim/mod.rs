@@ -93,7 +93,7 @@ impl Default for SimConfig {
             pixel_efficiency: 0.97,
             strip_efficiency: 0.98,
             stereo_angle: 0.04,
-            stereo_gap: 1.0,
+            stereo_gap: 0.3,
             short_strip_segments: 4,
             long_strip_segments: 2,
             pair_tolerance: 1.0,
@@ -304,14 +304,32 @@ impl<'a> Simulator<'a> {
         out
     }
 
-    /// The stereo spacepoint of two clusters on one module, if their strips cross.
+    /// Shift (du, dv) in the module plane between the mid-plane and the stereo layer, for a
+    /// straight track from the beam spot centre: what spacepoint formation assumes.
+    fn stereo_shift(&self, m: &Module, u: f64, v: f64) -> (f64, f64) {
+        let dir = m.to_local(add(m.centre, m.to_global([u, v, 0.0])));
+        let dw = if dir[2].abs() < 0.05 {
+            0.05f64.copysign(dir[2])
+        } else {
+            dir[2]
+        };
+        (
+            self.cfg.stereo_gap * dir[0] / dw,
+            self.cfg.stereo_gap * dir[1] / dw,
+        )
+    }
+
+    /// The stereo spacepoint of two clusters on one module, if their strips cross. The second
+    /// strip is projected to the mid-plane along the direction from the beam spot.
     fn pair(&self, m: &Module, a: &StripCluster, b: &StripCluster) -> Option<Sp> {
         let alpha = self.cfg.stereo_angle;
         let (s, c) = alpha.sin_cos();
         let u = a.u;
-        let v = (b.u - c * u) / s;
+        let (du, dv) = self.stereo_shift(m, a.u, a.vc);
+        let shift = c * du + s * dv;
+        let v = (b.u - shift - c * u) / s;
         let half = 0.5 * self.strip_length(m) + self.cfg.pair_tolerance;
-        let (_, v2) = to_stereo(alpha, u, v);
+        let (_, v2) = to_stereo(alpha, u + du, v + dv);
         if (v - a.vc).abs() > half
             || (v2 - b.vc).abs() > half
             || !m.contains(u, v, self.cfg.pair_tolerance)
@@ -348,7 +366,8 @@ impl<'a> Simulator<'a> {
         };
         let pos = m.to_global([u, v, 0.0]);
         let clusters = m.kind().is_strip().then(|| {
-            let (u2, v2) = to_stereo(self.cfg.stereo_angle, u, v);
+            let (du, dv) = self.stereo_shift(m, u, v);
+            let (u2, v2) = to_stereo(self.cfg.stereo_angle, u + du, v + dv);
             let (cu, cv) = from_stereo(self.cfg.stereo_angle, u2, self.segment_centre(m, v2));
             [
                 m.to_global([u, self.segment_centre(m, v), 0.0]),
