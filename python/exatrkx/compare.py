@@ -84,7 +84,10 @@ def _profile(p: pd.DataFrame, column: str, edges) -> np.ndarray:
         return np.zeros(len(edges) - 1)
     idx = np.digitize(p[column].to_numpy(), edges) - 1
     return np.array(
-        [p["n"].to_numpy()[idx == i].mean() if (idx == i).any() else np.nan for i in range(len(edges) - 1)]
+        [
+            p["n"].to_numpy()[idx == i].mean() if (idx == i).any() else np.nan
+            for i in range(len(edges) - 1)
+        ]
     )
 
 

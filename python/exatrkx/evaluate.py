@@ -76,7 +76,11 @@ def merge(a: dict, b: dict) -> dict:
     out = {k: a[k] + b[k] for k in COUNTS}
     for key in ("efficiency_vs_pt", "efficiency_vs_eta"):
         out[key] = [
-            {**x, "particles": x["particles"] + y["particles"], "matched": x["matched"] + y["matched"]}
+            {
+                **x,
+                "particles": x["particles"] + y["particles"],
+                "matched": x["matched"] + y["matched"],
+            }
             for x, y in zip(a[key], b[key], strict=True)
         ]
     return finish(out)
@@ -192,9 +196,13 @@ def main(argv=None) -> int:
     parser.add_argument("--plots", help="write efficiency PNG plots here")
     defaults = EvalConfig()
     for name in ("pt_min", "eta_max", "max_vertex_r"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=float, default=getattr(defaults, name)
+        )
     for name in ("min_hits", "min_track_hits"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=int, default=getattr(defaults, name)
+        )
     args = parser.parse_args(argv)
     config = EvalConfig(
         pt_min=args.pt_min,

@@ -10,7 +10,8 @@ from exatrkx.paths import shared_trackml_dir
 
 REAL = shared_trackml_dir()
 needs_rust = pytest.mark.skipif(
-    not rust_tools.EXATRKX.exists(), reason="target/release/exatrkx not built (cargo build --release)"
+    not rust_tools.EXATRKX.exists(),
+    reason="target/release/exatrkx not built (cargo build --release)",
 )
 
 
@@ -96,7 +97,9 @@ def test_rust_and_python_agree(tmp_path):
         labels[rng.random(len(labels)) < 0.1] = -1
         trackml.write_labels(labels_dir, event_id, event.hits["hit_id"], labels)
     out = tmp_path / "rust"
-    rust_tools.run(rust_tools.EXATRKX, "evaluate", "--events", events, "--labels", labels_dir, "--out", out)
+    rust_tools.run(
+        rust_tools.EXATRKX, "evaluate", "--events", events, "--labels", labels_dir, "--out", out
+    )
     rust = json.loads((out / "metrics.json").read_text())
     total, per_event = evaluate.evaluate_dirs(events, labels_dir)
     assert 0.0 < total["efficiency"] < 1.0 and total["fake_candidates"] > 0

@@ -192,11 +192,10 @@ impl Detector {
                 dirs.push(base.join("shared/data/trackml"));
             }
         }
-        for base in [env!("CARGO_MANIFEST_DIR")] {
-            let root = Path::new(base).join("..");
-            dirs.push(root.join("../shared/data/trackml"));
-            dirs.push(root.join("shared/data/trackml"));
-        }
+        // The checkout this crate was built from (tests, examples).
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        dirs.push(root.join("../shared/data/trackml"));
+        dirs.push(root.join("shared/data/trackml"));
         dirs.iter()
             .flat_map(|d| names.iter().map(move |n| d.join(n)))
             .find(|p| p.exists())

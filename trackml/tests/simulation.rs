@@ -22,6 +22,7 @@ fn small(mu: usize, seed: u64) -> SimConfig {
 }
 
 /// Algebraic (Kasa) circle fit; returns the radius.
+#[allow(clippy::needless_range_loop)]
 fn circle_radius(points: &[(f64, f64)]) -> f64 {
     // Solve for (a, b, c) in x^2 + y^2 + a x + b y + c = 0 by least squares (3x3 normal equations).
     let mut m = [[0.0f64; 4]; 3];

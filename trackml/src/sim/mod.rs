@@ -107,10 +107,10 @@ impl SimConfig {
         if !(0.0..1.0).contains(&self.noise_fraction) {
             return bad("noise_fraction must lie in [0, 1)");
         }
-        if !(self.bz > 0.0) {
+        if !positive(self.bz) {
             return bad("bz must be > 0");
         }
-        if !(self.pt_min > 0.0) || !(self.eta_max > 0.0) || !(self.eta_tail > 0.0) {
+        if !positive(self.pt_min) || !positive(self.eta_max) || !positive(self.eta_tail) {
             return bad("pt_min, eta_max and eta_tail must be > 0");
         }
         if !(self.stereo_angle > 0.0 && self.stereo_angle < 1.5) {
@@ -126,6 +126,11 @@ impl SimConfig {
         }
         Ok(())
     }
+}
+
+/// False for NaN as for values <= 0.
+fn positive(x: f64) -> bool {
+    x > 0.0
 }
 
 /// SplitMix64 finaliser: independent seeds for (seed, event, stream).
@@ -288,16 +293,7 @@ impl<'a> Simulator<'a> {
         let mut crossings = Vec::new();
         for (k, p) in particles.iter().enumerate() {
             crossings.clear();
-            propagate::propagate(
-                self.det,
-                &self.cfg,
-                p.vertex,
-                p.p,
-                p.q as f64,
-                p.mass,
-                &mut rng,
-                &mut crossings,
-            );
+            propagate::propagate(self.det, &self.cfg, p, &mut rng, &mut crossings);
             self.measure(&mut rng, k as u32, &crossings, &mut out);
         }
         out.particles = particles;

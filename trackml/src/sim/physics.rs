@@ -196,7 +196,7 @@ fn convert<R: Rng>(
             }
             LayerShape::Endcap => {
                 let s = (layer.reference - vertex[2]) / dir[2];
-                if !(s > 0.0) {
+                if s.is_nan() || s <= 0.0 {
                     continue;
                 }
                 let q = add(vertex, scale(dir, s));
@@ -254,6 +254,7 @@ fn sample_eta<R: Rng>(rng: &mut R, cfg: &SimConfig) -> f64 {
 }
 
 /// Charged primaries of a minimum-bias-like interaction plus neutral sources of secondaries.
+#[allow(clippy::too_many_arguments)]
 fn soft_particles<R: Rng>(
     rng: &mut R,
     det: &Detector,

@@ -4,6 +4,7 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 
 use super::helix::Helix;
+use super::physics::GenParticle;
 use super::SimConfig;
 use crate::detector::{Detector, LayerShape};
 use crate::geom::{add, cross, dot, norm, scale, unit, V3};
@@ -28,16 +29,14 @@ pub struct Crossing {
 pub fn propagate<R: Rng>(
     det: &Detector,
     cfg: &SimConfig,
-    vertex: V3,
-    momentum: V3,
-    charge: f64,
-    mass: f64,
+    particle: &GenParticle,
     rng: &mut R,
     out: &mut Vec<Crossing>,
 ) {
+    let (charge, mass) = (particle.q as f64, particle.mass);
     let t_min = 1e-6;
-    let mut pos = vertex;
-    let mut mom = momentum;
+    let mut pos = particle.vertex;
+    let mut mom = particle.p;
     let mut turned = 0.0;
     let mut last_layer = usize::MAX;
     let mut candidates = Vec::with_capacity(16);
