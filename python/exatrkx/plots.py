@@ -60,6 +60,16 @@ def efficiency_plots(metrics: dict, directory: str | Path) -> list[Path]:
     return paths
 
 
+def _save(fig, ax, path: Path, title: str, ylabel: str) -> Path:
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def compare_histograms(
     path: Path, title: str, xlabel: str, sim, real, bins, log: bool = False
 ) -> Path:
@@ -71,13 +81,7 @@ def compare_histograms(
     if log:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("normalised")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title, "normalised")
 
 
 def compare_bars(path: Path, title: str, keys, sim, real, ylabel: str) -> Path:
@@ -87,13 +91,7 @@ def compare_bars(path: Path, title: str, keys, sim, real, ylabel: str) -> Path:
     ax.bar(x - 0.2, sim, width=0.4, label="simulated")
     ax.bar(x + 0.2, real, width=0.4, label="real TrackML")
     ax.set_xticks(x, [str(k) for k in keys], rotation=90 if len(keys) > 12 else 0, fontsize=7)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title, ylabel)
 
 
 def compare_profile(path: Path, title: str, xlabel: str, edges, sim, real, ylabel: str) -> Path:
@@ -103,11 +101,5 @@ def compare_profile(path: Path, title: str, xlabel: str, edges, sim, real, ylabe
     ax.plot(centre, sim, "o-", label="simulated")
     ax.plot(centre, real, "s--", label="real TrackML")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title, ylabel)

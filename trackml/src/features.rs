@@ -1,6 +1,4 @@
 //! Node features and module ids, identical to `exatrkx.trackml.features` / `module_ids`.
-use std::collections::HashMap;
-
 use crate::io::Event;
 
 pub const NUM_FEATURES: usize = 9;
@@ -26,12 +24,7 @@ pub fn node_features(event: &Event) -> Vec<f32> {
         }
     }
     if let Some(sp) = &event.spacepoints {
-        let row_of: HashMap<u64, usize> = event
-            .hits
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (h.hit_id, i))
-            .collect();
+        let row_of = crate::io::hit_rows(&event.hits);
         for c in sp {
             // `read_event` refuses files naming unknown hits; in-memory events skip them.
             if let Some(&i) = row_of.get(&c.hit_id) {

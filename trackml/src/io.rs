@@ -564,14 +564,17 @@ pub fn read_labels(dir: &Path, event_id: u64) -> Result<Vec<(u64, i64)>> {
     Ok(ids.into_iter().zip(labels).collect())
 }
 
-/// Puts label rows in hits order; hits without a row get -1.
-pub fn labels_for_hits(event: &Event, rows: &[(u64, i64)]) -> Result<Vec<i64>> {
-    let row_of: HashMap<u64, usize> = event
-        .hits
-        .iter()
+/// Row of each hit id in the hits table.
+pub fn hit_rows(hits: &[Hit]) -> HashMap<u64, usize> {
+    hits.iter()
         .enumerate()
         .map(|(i, h)| (h.hit_id, i))
-        .collect();
+        .collect()
+}
+
+/// Puts label rows in hits order; hits without a row get -1.
+pub fn labels_for_hits(event: &Event, rows: &[(u64, i64)]) -> Result<Vec<i64>> {
+    let row_of = hit_rows(&event.hits);
     let mut labels = vec![-1; event.hits.len()];
     for &(hit_id, label) in rows {
         let i = row_of.get(&hit_id).ok_or_else(|| {
