@@ -265,7 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--startup-timeout", type=float, default=120.0)
     parser.add_argument("--json", action="store_true", help="print the URLs as one JSON line")
     parser.add_argument(
-        "extra", nargs="*", help="more tritonserver options, after `--` (e.g. -- --exit-timeout-secs=5)"
+        "extra",
+        nargs="*",
+        help="more tritonserver options, after `--` (e.g. -- --exit-timeout-secs=5)",
     )
     args = parser.parse_args(argv)
 

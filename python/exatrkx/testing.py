@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +141,11 @@ def write_random_models(
     written = {}
     for name, model in models.items():
         path = directory / name
-        torch.jit.script(model.eval()).save(str(path))
+        with warnings.catch_warnings():
+            # TorchScript is what the backend loads, deprecated or not.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            scripted = torch.jit.script(model.eval())
+        scripted.save(str(path))
         written[name] = path
     return written
 
@@ -154,9 +159,7 @@ def set_parameters(config_text: str, parameters: dict[str, str]) -> str:
         if pattern.search(config_text):
             config_text = pattern.sub(lambda m, v=value: m.group(1) + v + m.group(2), config_text)
         else:
-            config_text += (
-                f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
-            )
+            config_text += f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
     return config_text
 
 
@@ -241,8 +244,9 @@ def synthetic_features(num_spacepoints: int, *, seed: int = 0) -> np.ndarray:
     z0 = rng.normal(0.0, 50.0, n_tracks)
     r = np.tile(radii, n_tracks)[:num_spacepoints]
     phi = np.repeat(phi0, per_track)[:num_spacepoints] + rng.normal(0.0, 1e-3, num_spacepoints)
-    z = np.repeat(z0, per_track)[:num_spacepoints] + r * np.repeat(cot_theta, per_track)[
-        :num_spacepoints
-    ]
+    z = (
+        np.repeat(z0, per_track)[:num_spacepoints]
+        + r * np.repeat(cot_theta, per_track)[:num_spacepoints]
+    )
     own = np.stack([r / 1000.0, np.angle(np.exp(1j * phi)) / math.pi, z / 1000.0], axis=1)
     return np.ascontiguousarray(np.concatenate([own, own, own], axis=1).astype(np.float32))

@@ -264,12 +264,23 @@ fn execute_owned<B: Backend>(instance: &ModelInstance, requests: Vec<Request>, e
             Ok((model, &*slot.cast::<InstanceSlot<B::InstanceState>>()))
         })
     };
+    let count = requests.len();
+    let mut batch = BatchStats::new(exec_start);
     let (model, slot) = match states {
         Ok(states) => states,
         Err(e) => {
-            for request in requests {
+            for (index, request) in requests.into_iter().enumerate() {
                 let timer = RequestTimer::starting_at(exec_start);
-                finish_request(instance, request, None, Err(e.clone()), timer);
+                let last = index + 1 == count;
+                finish_request(
+                    instance,
+                    request,
+                    None,
+                    Err(e.clone()),
+                    timer,
+                    &mut batch,
+                    last,
+                );
             }
             return;
         }
@@ -277,13 +288,10 @@ fn execute_owned<B: Backend>(instance: &ModelInstance, requests: Vec<Request>, e
     // A panic is caught inside the lock, so the lock is never poisoned; recover anyway.
     let mut state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
     crate::log_verbose!(
-        "model instance '{}': execute with {} request(s)",
-        slot.name,
-        requests.len()
+        "model instance '{}': execute with {count} request(s)",
+        slot.name
     );
-    let mut batch: Option<Timestamps> = None;
-    let mut succeeded = 0u64;
-    for request in requests {
+    for (index, request) in requests.into_iter().enumerate() {
         let mut timer = RequestTimer::start();
         let response = Response::new(&request);
         let result = match &response {
@@ -303,36 +311,69 @@ fn execute_owned<B: Backend>(instance: &ModelInstance, requests: Vec<Request>, e
             }
             (response, result) => (response.ok(), result),
         };
-        let ok = result.is_ok();
-        let t = finish_request(instance, request, response, result, timer);
-        if ok {
-            succeeded += 1;
-            batch = Some(match batch {
-                None => t,
-                Some(b) => Timestamps {
-                    compute_end: t.compute_end,
-                    exec_end: t.exec_end,
-                    ..b
-                },
-            });
+        let last = index + 1 == count;
+        finish_request(instance, request, response, result, timer, &mut batch, last);
+    }
+}
+
+/// The execution as a whole: from the execute call to the last request's end, over the
+/// requests that computed.
+struct BatchStats {
+    exec_start: u64,
+    size: u64,
+    compute_start: u64,
+    compute_end: u64,
+    exec_end: u64,
+}
+
+impl BatchStats {
+    fn new(exec_start: u64) -> Self {
+        Self {
+            exec_start,
+            size: 0,
+            compute_start: 0,
+            compute_end: 0,
+            exec_end: 0,
         }
     }
-    if let Some(mut t) = batch {
-        t.exec_start = exec_start;
-        if let Err(e) = report_batch(instance, succeeded, &t) {
-            crate::log_error!("model instance '{}': {e}", slot.name);
+
+    fn add(&mut self, t: &Timestamps) {
+        if self.size == 0 {
+            self.compute_start = t.compute_start;
+        }
+        self.size += 1;
+        self.compute_end = t.compute_end;
+        self.exec_end = t.exec_end;
+    }
+
+    fn report(&self, instance: &ModelInstance) {
+        if self.size == 0 {
+            return;
+        }
+        let t = Timestamps {
+            exec_start: self.exec_start,
+            compute_start: self.compute_start,
+            compute_end: self.compute_end,
+            exec_end: self.exec_end,
+        };
+        if let Err(e) = report_batch(instance, self.size, &t) {
+            crate::log_error!("{e}");
         }
     }
 }
 
-/// Send the response (outputs, or the error), report the request's statistics, release it.
+/// Report the request's statistics (and, after the last request, the execution's), then send
+/// its response (outputs, or the error) and release it. Statistics go first so that a client
+/// that has its answer also sees it counted.
 fn finish_request(
     instance: &ModelInstance,
     request: Request,
     response: Option<Response>,
     result: Result<()>,
     timer: RequestTimer,
-) -> Timestamps {
+    batch: &mut BatchStats,
+    last: bool,
+) {
     let id = request.id();
     let error = result.err().map(|e| match id.is_empty() {
         true => e,
@@ -341,7 +382,16 @@ fn finish_request(
     if let Some(e) = &error {
         crate::log_verbose!("{e}");
     }
-    let success = error.is_none();
+    let t = timer.finish_at(now_ns());
+    if let Err(e) = report_request(instance, &request, error.is_none(), &t) {
+        crate::log_error!("{e}");
+    }
+    if error.is_none() {
+        batch.add(&t);
+    }
+    if last {
+        batch.report(instance);
+    }
     match response {
         Some(response) => {
             if let Err(e) = response.send(error.as_ref()) {
@@ -354,12 +404,7 @@ fn finish_request(
             error.as_ref().map_or("", |e| e.message())
         ),
     }
-    let t = timer.finish_at(now_ns());
-    if let Err(e) = report_request(instance, &request, success, &t) {
-        crate::log_error!("{e}");
-    }
     drop(request);
-    t
 }
 
 /// Emit the `extern "C"` entry points of a backend library for a type implementing
@@ -615,17 +660,27 @@ mod tests {
             "{short}"
         );
 
-        // Statistics: one per request before its release, success only for a and b; one
-        // batch of the two that computed.
+        // Statistics: one per request, before its response (a client that has its answer
+        // sees it counted) and its release; success only for a and b; one batch of the two
+        // that computed, reported before the last response.
+        let position = |id: &str, kind: &str| {
+            events
+                .iter()
+                .position(|e| match e {
+                    Event::Stats { request, .. } => kind == "stats" && request == id,
+                    Event::Sent { request, .. } => kind == "sent" && request == id,
+                    Event::Released { request } => kind == "released" && request == id,
+                    _ => false,
+                })
+                .unwrap()
+        };
         for id in ids {
-            let stats = events
-                .iter()
-                .position(|e| matches!(e, Event::Stats { request, .. } if request == id));
-            let release = events
-                .iter()
-                .position(|e| matches!(e, Event::Released { request } if request == id));
-            assert!(stats.unwrap() < release.unwrap(), "{id}");
+            assert!(position(id, "stats") < position(id, "sent"), "{id}");
+            assert!(position(id, "sent") < position(id, "released"), "{id}");
         }
+        let batch_at = events.iter().position(|e| matches!(e, Event::Batch { .. }));
+        assert!(batch_at.unwrap() < position("b", "sent"));
+        assert!(batch_at.unwrap() > position("a", "sent"));
         let successes: Vec<_> = events
             .iter()
             .filter_map(|e| match e {
