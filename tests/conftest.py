@@ -63,7 +63,7 @@ def event_dir(tmp_path_factory) -> Path:
     if shared is not None and trackml.list_events(shared):
         return shared
     dest = tmp_path_factory.mktemp("events")
-    x = testing.synthetic_features(3000, seed=1)
+    x = testing.synthetic_features(5000, seed=1)
     r, phi, z = x[:, 0] * 1000.0, x[:, 1] * np.pi, x[:, 2] * 1000.0
     import pandas as pd
 
