@@ -290,7 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         nonlocal stop
         stop = True
 
+    # Ctrl-C and SIGTERM both stop the server cleanly (SIGINT is set explicitly because a
+    # shell leaves background jobs ignoring it).
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         server.start()
     except ServerError as e:
@@ -305,8 +308,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{key}: {value}", flush=True)
         while not stop and server.is_running():
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
     finally:
         code = server.stop()
     return 0 if stop or code in (0, None, -signal.SIGTERM) else 1
