@@ -46,19 +46,12 @@ struct Args {
     scores: Option<PathBuf>,
 }
 
-fn read_f32(path: &PathBuf) -> Result<Vec<f32>, String> {
+/// A raw little-endian array of `N`-byte values.
+fn read<T, const N: usize>(path: &PathBuf, from_le: fn([u8; N]) -> T) -> Result<Vec<T>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect())
-}
-
-fn read_i64(path: &PathBuf) -> Result<Vec<i64>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .chunks_exact(N)
+        .map(|c| from_le(c.try_into().unwrap()))
         .collect())
 }
 
@@ -81,8 +74,12 @@ fn main() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let pipeline = Pipeline::new(settings.pipeline.clone()).map_err(|e| e.to_string())?;
 
-    let features = read_f32(&args.features)?;
-    let module_ids = args.module_ids.as_ref().map(read_i64).transpose()?;
+    let features = read(&args.features, f32::from_le_bytes)?;
+    let module_ids = args
+        .module_ids
+        .as_ref()
+        .map(|p| read(p, i64::from_le_bytes))
+        .transpose()?;
     let input = EventInput {
         features: &features,
         num_features: args.columns,

@@ -129,6 +129,17 @@ pub(crate) fn check(raw: *mut sys::TRITONSERVER_Error, call: &str) -> Result<()>
     }
 }
 
+/// Call a Triton getter that hands out a string owned by the object, and copy the string.
+pub(crate) fn get_string(
+    call: &str,
+    getter: impl FnOnce(*mut *const std::os::raw::c_char) -> *mut sys::TRITONSERVER_Error,
+) -> Result<String> {
+    let mut text = std::ptr::null();
+    check(getter(&mut text), call)?;
+    // SAFETY: on success Triton set a NUL-terminated string (or null) that outlives this call.
+    Ok(unsafe { string_from_c(text) })
+}
+
 /// A C string from arbitrary text; interior NULs (which C cannot carry) become spaces.
 pub(crate) fn c_string_lossy(text: &str) -> CString {
     CString::new(text.replace('\0', " ")).expect("NULs were replaced")

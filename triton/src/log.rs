@@ -93,42 +93,36 @@ pub fn log(level: LogLevel, file: &str, line: u32, message: &str) {
     }
 }
 
-/// `log_info!("loaded {name}")`: format and log at INFO with the caller's file and line.
+/// `log_at!(LogLevel::Info, "loaded {name}")`: format only when the level is enabled, and log
+/// with the caller's file and line.
 #[macro_export]
-macro_rules! log_info {
-    ($($arg:tt)*) => {
-        if $crate::log::enabled($crate::log::LogLevel::Info) {
-            $crate::log::log($crate::log::LogLevel::Info, file!(), line!(), &format!($($arg)*));
+macro_rules! log_at {
+    ($level:expr, $($arg:tt)*) => {
+        if $crate::log::enabled($level) {
+            $crate::log::log($level, file!(), line!(), &format!($($arg)*));
         }
     };
+}
+
+#[macro_export]
+macro_rules! log_info {
+    ($($arg:tt)*) => { $crate::log_at!($crate::log::LogLevel::Info, $($arg)*) };
 }
 
 #[macro_export]
 macro_rules! log_warn {
-    ($($arg:tt)*) => {
-        if $crate::log::enabled($crate::log::LogLevel::Warn) {
-            $crate::log::log($crate::log::LogLevel::Warn, file!(), line!(), &format!($($arg)*));
-        }
-    };
+    ($($arg:tt)*) => { $crate::log_at!($crate::log::LogLevel::Warn, $($arg)*) };
 }
 
 #[macro_export]
 macro_rules! log_error {
-    ($($arg:tt)*) => {
-        if $crate::log::enabled($crate::log::LogLevel::Error) {
-            $crate::log::log($crate::log::LogLevel::Error, file!(), line!(), &format!($($arg)*));
-        }
-    };
+    ($($arg:tt)*) => { $crate::log_at!($crate::log::LogLevel::Error, $($arg)*) };
 }
 
 /// Verbose messages appear with `--log-verbose 1` or higher.
 #[macro_export]
 macro_rules! log_verbose {
-    ($($arg:tt)*) => {
-        if $crate::log::enabled($crate::log::LogLevel::Verbose) {
-            $crate::log::log($crate::log::LogLevel::Verbose, file!(), line!(), &format!($($arg)*));
-        }
-    };
+    ($($arg:tt)*) => { $crate::log_at!($crate::log::LogLevel::Verbose, $($arg)*) };
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::ptr;
 use triton_sys as sys;
 
 use crate::config::ModelConfig;
-use crate::error::{check, string_from_c, Error, Result};
+use crate::error::{check, get_string, string_from_c, Error, Result};
 
 /// The backend API version this crate was built against (from the headers).
 pub const API_VERSION: (u32, u32) = (
@@ -56,13 +56,10 @@ impl BackendHandle<'_> {
     }
 
     pub fn name(&self) -> Result<String> {
-        let mut name = ptr::null();
-        // SAFETY: valid handle and out-pointer; the string lives as long as the backend.
-        check(
-            unsafe { sys::TRITONBACKEND_BackendName(self.raw, &mut name) },
-            "TRITONBACKEND_BackendName",
-        )?;
-        Ok(unsafe { string_from_c(name) })
+        // SAFETY: valid handle; the string lives as long as the backend.
+        get_string("TRITONBACKEND_BackendName", |name| unsafe {
+            sys::TRITONBACKEND_BackendName(self.raw, name)
+        })
     }
 }
 
@@ -87,13 +84,10 @@ impl Model<'_> {
     }
 
     pub fn name(&self) -> Result<String> {
-        let mut name = ptr::null();
-        // SAFETY: valid handle and out-pointer; the string lives as long as the model.
-        check(
-            unsafe { sys::TRITONBACKEND_ModelName(self.raw, &mut name) },
-            "TRITONBACKEND_ModelName",
-        )?;
-        Ok(unsafe { string_from_c(name) })
+        // SAFETY: valid handle; the string lives as long as the model.
+        get_string("TRITONBACKEND_ModelName", |name| unsafe {
+            sys::TRITONBACKEND_ModelName(self.raw, name)
+        })
     }
 
     pub fn version(&self) -> Result<u64> {
@@ -213,13 +207,10 @@ impl ModelInstance<'_> {
     }
 
     pub fn name(&self) -> Result<String> {
-        let mut name = ptr::null();
-        // SAFETY: valid handle and out-pointer; the string lives as long as the instance.
-        check(
-            unsafe { sys::TRITONBACKEND_ModelInstanceName(self.raw, &mut name) },
-            "TRITONBACKEND_ModelInstanceName",
-        )?;
-        Ok(unsafe { string_from_c(name) })
+        // SAFETY: valid handle; the string lives as long as the instance.
+        get_string("TRITONBACKEND_ModelInstanceName", |name| unsafe {
+            sys::TRITONBACKEND_ModelInstanceName(self.raw, name)
+        })
     }
 
     pub fn kind(&self) -> Result<InstanceKind> {

@@ -7,7 +7,7 @@ use std::ptr;
 use triton_sys as sys;
 
 use crate::dtype::{as_bytes_mut, tensor_byte_size, DataType, Element};
-use crate::error::{check, string_from_c, Error, Result};
+use crate::error::{check, get_string, string_from_c, Error, Result};
 
 /// One inference request handed to `TRITONBACKEND_ModelInstanceExecute`. Dropping it releases
 /// it back to Triton (`TRITONBACKEND_RequestRelease`), so every request is released exactly
@@ -34,15 +34,11 @@ impl Request {
 
     /// The client's request id (may be empty).
     pub fn id(&self) -> String {
-        let mut id = ptr::null();
-        // SAFETY: valid handle and out-pointer; the string lives as long as the request.
-        match check(
-            unsafe { sys::TRITONBACKEND_RequestId(self.raw, &mut id) },
-            "TRITONBACKEND_RequestId",
-        ) {
-            Ok(()) => unsafe { string_from_c(id) },
-            Err(_) => String::new(),
-        }
+        // SAFETY: valid handle; the string lives as long as the request.
+        get_string("TRITONBACKEND_RequestId", |id| unsafe {
+            sys::TRITONBACKEND_RequestId(self.raw, id)
+        })
+        .unwrap_or_default()
     }
 
     /// A short name for messages: `request 'id'`, or `request` without an id.
@@ -66,23 +62,12 @@ impl Request {
 
     /// Names of the inputs the request carries.
     pub fn input_names(&self) -> Result<Vec<String>> {
-        let mut count = 0u32;
-        // SAFETY: valid handle and out-pointer.
-        check(
-            unsafe { sys::TRITONBACKEND_RequestInputCount(self.raw, &mut count) },
+        self.names(
             "TRITONBACKEND_RequestInputCount",
-        )?;
-        (0..count)
-            .map(|i| {
-                let mut name = ptr::null();
-                // SAFETY: `i < count`; the string lives as long as the request.
-                check(
-                    unsafe { sys::TRITONBACKEND_RequestInputName(self.raw, i, &mut name) },
-                    "TRITONBACKEND_RequestInputName",
-                )?;
-                Ok(unsafe { string_from_c(name) })
-            })
-            .collect()
+            sys::TRITONBACKEND_RequestInputCount,
+            "TRITONBACKEND_RequestInputName",
+            sys::TRITONBACKEND_RequestInputName,
+        )
     }
 
     /// The named input, or `None` when the request does not carry it.
@@ -105,25 +90,39 @@ impl Request {
     /// Names of the outputs the client asked for (Triton fills in every output of the model
     /// configuration when the client names none).
     pub fn requested_outputs(&self) -> Result<Vec<String>> {
+        self.names(
+            "TRITONBACKEND_RequestOutputCount",
+            sys::TRITONBACKEND_RequestOutputCount,
+            "TRITONBACKEND_RequestOutputName",
+            sys::TRITONBACKEND_RequestOutputName,
+        )
+    }
+
+    /// A list of names through a count getter and an indexed name getter.
+    fn names(
+        &self,
+        count_call: &str,
+        count_fn: CountFn,
+        name_call: &str,
+        name_fn: NameFn,
+    ) -> Result<Vec<String>> {
         let mut count = 0u32;
         // SAFETY: valid handle and out-pointer.
-        check(
-            unsafe { sys::TRITONBACKEND_RequestOutputCount(self.raw, &mut count) },
-            "TRITONBACKEND_RequestOutputCount",
-        )?;
+        check(unsafe { count_fn(self.raw, &mut count) }, count_call)?;
         (0..count)
-            .map(|i| {
-                let mut name = ptr::null();
-                // SAFETY: `i < count`; the string lives as long as the request.
-                check(
-                    unsafe { sys::TRITONBACKEND_RequestOutputName(self.raw, i, &mut name) },
-                    "TRITONBACKEND_RequestOutputName",
-                )?;
-                Ok(unsafe { string_from_c(name) })
-            })
+            // SAFETY: `i < count`; the string lives as long as the request.
+            .map(|i| get_string(name_call, |name| unsafe { name_fn(self.raw, i, name) }))
             .collect()
     }
 }
+
+type CountFn =
+    unsafe extern "C" fn(*mut sys::TRITONBACKEND_Request, *mut u32) -> *mut sys::TRITONSERVER_Error;
+type NameFn = unsafe extern "C" fn(
+    *mut sys::TRITONBACKEND_Request,
+    u32,
+    *mut *const std::os::raw::c_char,
+) -> *mut sys::TRITONSERVER_Error;
 
 impl Drop for Request {
     fn drop(&mut self) {
