@@ -30,20 +30,9 @@ def pytest_configure(config):
 def backend_directory() -> Path:
     """`build/backends` with the freshly built backend: cargo (a no-op when up to date) builds
     the library and the in-process example; the library is laid out as `make setup` does."""
-    subprocess.run(
-        [
-            "cargo",
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "triton-exatrkx",
-            "--example",
-            "run_event",
-        ],
-        cwd=REPO,
-        check=True,
-    )
+    # `--lib` as well: built for the example alone, the cdylib is not copied to target/release.
+    build = "cargo build --release --quiet -p triton-exatrkx --lib --example run_event"
+    subprocess.run(build.split(), cwd=REPO, check=True)
     built = TARGET / "libtriton_exatrkx.so"
     dest = paths.BACKEND_DIR / "exatrkx" / "libtriton_exatrkx.so"
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -98,7 +98,9 @@ def test_server_command_prints_ports_and_stops_on_sigterm(backend_directory, tmp
     log = tmp_path / "server.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "exatrkx.server", f"--model-repository={repo}"]
-        + [f"--backend-directory={backend_directory}", f"--log-file={log}", "--json"],
+        + [f"--backend-directory={backend_directory}", f"--log-file={log}", "--json"]
+        # Options after `--` go to tritonserver as they are.
+        + ["--", "--backend-config=exatrkx,jit-optimize=true"],
         stdout=subprocess.PIPE,
         text=True,
         env=ENV,
@@ -121,4 +123,6 @@ def test_server_command_prints_ports_and_stops_on_sigterm(backend_directory, tmp
     finally:
         if process.poll() is None:
             process.kill()
-    assert "successfully loaded 'exatrkx'" in log.read_text()
+    text = log.read_text()
+    assert "successfully loaded 'exatrkx'" in text
+    assert "TorchScript graph executor optimisation on" in text

@@ -278,6 +278,7 @@ def test_failed_requests_are_counted_as_failures(server, small):
 def test_backend_logs_through_the_server_log(server):
     log = server.log_text()
     assert re.search(r"backend 'exatrkx': Triton backend API 1\.\d+", log)
+    assert "TorchScript graph executor optimisation off" in log
     assert "model instance 'exatrkx_0_0': pipeline on Cpu, 9 features" in log
     assert "execute with 1 request(s)" in log  # verbose level, --log-verbose=1
 

@@ -44,6 +44,9 @@ struct Args {
     /// Output: raw f32 edge scores `[E]`.
     #[arg(long)]
     scores: Option<PathBuf>,
+    /// TorchScript graph executor optimisation, as the backend setting `jit-optimize`.
+    #[arg(long)]
+    jit_optimize: bool,
 }
 
 /// A raw little-endian array of `N`-byte values.
@@ -89,6 +92,8 @@ fn main() -> Result<(), String> {
         edges: args.edges.is_some() || args.scores.is_some(),
         tracks: false,
     };
+    triton_exatrkx::set_jit_optimize(args.jit_optimize);
+    triton_exatrkx::apply_jit_settings();
     let out = pipeline.run(&input, want).map_err(|e| e.to_string())?;
     write(&args.labels, &out.labels, |v| v.to_le_bytes().to_vec())?;
     if let Some(path) = &args.edges {

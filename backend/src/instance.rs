@@ -121,6 +121,7 @@ impl InstanceState {
             num_features: width,
             module_ids: module_ids.as_deref(),
         };
+        crate::apply_jit_settings();
         let out = self.pipeline.run(&input, want).map_err(pipeline_error)?;
         timer.compute_end();
 

@@ -1,5 +1,6 @@
 //! Borrowed views of the objects Triton passes to the entry points: the backend, a model and a
 //! model instance. Triton owns them; the views are only valid during the entry-point call.
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::ptr;
@@ -61,6 +62,46 @@ impl BackendHandle<'_> {
             sys::TRITONBACKEND_BackendName(self.raw, name)
         })
     }
+
+    /// The backend's command-line settings, `--backend-config=<backend>,<key>=<value>`.
+    pub fn cmdline(&self) -> Result<BTreeMap<String, String>> {
+        let mut message = ptr::null_mut();
+        // SAFETY: valid handle and out-pointer; the message stays Triton's (not deleted here).
+        check(
+            unsafe { sys::TRITONBACKEND_BackendConfig(self.raw, &mut message) },
+            "TRITONBACKEND_BackendConfig",
+        )?;
+        // SAFETY: the message is live for the duration of this call.
+        let json = unsafe { message_json(message) }?;
+        #[derive(serde::Deserialize)]
+        struct BackendConfig {
+            #[serde(default)]
+            cmdline: BTreeMap<String, String>,
+        }
+        serde_json::from_str::<BackendConfig>(&json)
+            .map(|c| c.cmdline)
+            .map_err(|e| Error::internal(format!("cannot read the backend configuration: {e}")))
+    }
+}
+
+/// The JSON text of a message.
+///
+/// # Safety
+/// `message` is a live `TRITONSERVER_Message`.
+unsafe fn message_json(message: *mut sys::TRITONSERVER_Message) -> Result<String> {
+    let mut base = ptr::null();
+    let mut size = 0usize;
+    check(
+        sys::TRITONSERVER_MessageSerializeToJson(message, &mut base, &mut size),
+        "TRITONSERVER_MessageSerializeToJson",
+    )?;
+    let bytes = if base.is_null() || size == 0 {
+        &[][..]
+    } else {
+        // SAFETY: the buffer belongs to the message and holds `size` bytes.
+        std::slice::from_raw_parts(base.cast::<u8>(), size)
+    };
+    Ok(String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// A model (`TRITONBACKEND_Model`).
@@ -131,19 +172,8 @@ impl Model<'_> {
             "TRITONBACKEND_ModelConfig",
         )?;
         let message = Message(message);
-        let mut base = ptr::null();
-        let mut size = 0usize;
-        // SAFETY: the buffer belongs to `message`, which outlives the copy below.
-        check(
-            unsafe { sys::TRITONSERVER_MessageSerializeToJson(message.0, &mut base, &mut size) },
-            "TRITONSERVER_MessageSerializeToJson",
-        )?;
-        let bytes = if base.is_null() || size == 0 {
-            &[][..]
-        } else {
-            unsafe { std::slice::from_raw_parts(base.cast::<u8>(), size) }
-        };
-        Ok(String::from_utf8_lossy(bytes).into_owned())
+        // SAFETY: `message` is ours and live until dropped after this call.
+        unsafe { message_json(message.0) }
     }
 
     /// The model configuration, parsed.
