@@ -27,6 +27,11 @@ fn include_dir() -> PathBuf {
     );
 }
 
+const BACKEND_ENTRY_POINTS: &str = "TRITONBACKEND_(Initialize|Finalize|ModelInitialize|\
+ModelFinalize|ModelInstanceInitialize|ModelInstanceFinalize|ModelInstanceExecute|\
+GetBackendAttribute|ModelBatcherInitialize|ModelBatcherFinalize|ModelBatchIncludeRequest|\
+ModelBatchInitialize|ModelBatchFinalize)";
+
 fn main() {
     println!("cargo:rerun-if-env-changed=TRITON_INCLUDE_DIR");
     let include = include_dir();
@@ -47,6 +52,9 @@ fn main() {
         .allowlist_function("TRITON(SERVER|BACKEND)_.*")
         .allowlist_type("TRITON(SERVER|BACKEND)_.*")
         .allowlist_var("TRITON(SERVER|BACKEND)_.*")
+        // The entry points a backend implements (TRITONBACKEND_ISPEC): the backend defines
+        // them itself, so no import declarations for them.
+        .blocklist_function(BACKEND_ENTRY_POINTS)
         .default_enum_style(bindgen::EnumVariation::Consts)
         .prepend_enum_name(false)
         .layout_tests(false)

@@ -1,0 +1,396 @@
+//! Model state: the model configuration checked against the `exatrkx` model contract
+//! (docs/SERVING.md) and its `parameters` turned into a `PipelineConfig`, once per model.
+use std::path::{Path, PathBuf};
+
+use exatrkx_pipeline::{GraphMethod, PipelineConfig, PipelineError};
+use triton::{DataType, Error, ModelConfig, Result, TensorConfig};
+
+pub const FEATURES: &str = "FEATURES";
+pub const MODULE_ID: &str = "MODULE_ID";
+pub const LABELS: &str = "LABELS";
+pub const EDGE_INDEX: &str = "EDGE_INDEX";
+pub const EDGE_SCORES: &str = "EDGE_SCORES";
+pub const TRACKS: &str = "TRACKS";
+/// Columns of `TRACKS`: label, n_spacepoints, pt, eta, phi, d0, z0, chi2_ndf.
+pub const TRACK_COLUMNS: usize = 8;
+
+/// Placeholder Triton does not expand itself; we replace it by the model folder.
+pub const MODEL_DIRECTORY_VAR: &str = "$$TRITON_MODEL_DIRECTORY";
+
+const FILE_PARAMETERS: [&str; 4] = ["embedding_model", "filter_model", "gnn_model", "module_map"];
+
+/// The contract of one tensor: data type and dims (`-1` = any size).
+struct Contract {
+    name: &'static str,
+    dtype: DataType,
+    dims: &'static [i64],
+    required: bool,
+}
+
+const INPUTS: [Contract; 2] = [
+    Contract {
+        name: FEATURES,
+        dtype: DataType::Fp32,
+        dims: &[-1, -1],
+        required: true,
+    },
+    Contract {
+        name: MODULE_ID,
+        dtype: DataType::Int64,
+        dims: &[-1],
+        required: false,
+    },
+];
+
+const OUTPUTS: [Contract; 4] = [
+    Contract {
+        name: LABELS,
+        dtype: DataType::Int64,
+        dims: &[-1],
+        required: true,
+    },
+    Contract {
+        name: EDGE_INDEX,
+        dtype: DataType::Int64,
+        dims: &[2, -1],
+        required: false,
+    },
+    Contract {
+        name: EDGE_SCORES,
+        dtype: DataType::Fp32,
+        dims: &[-1],
+        required: false,
+    },
+    Contract {
+        name: TRACKS,
+        dtype: DataType::Fp32,
+        dims: &[-1, TRACK_COLUMNS as i64],
+        required: false,
+    },
+];
+
+/// What every instance of the model shares.
+#[derive(Clone, Debug)]
+pub struct ModelSettings {
+    pub model_name: String,
+    /// The pipeline settings; `device` is chosen per instance.
+    pub pipeline: PipelineConfig,
+    /// `FEATURES` dims as configured (`[-1, -1]`, or a fixed column count).
+    pub feature_dims: Vec<i64>,
+    /// Whether the configuration declares the optional input `MODULE_ID`.
+    pub accepts_module_id: bool,
+    /// Outputs the configuration declares (LABELS first).
+    pub outputs: Vec<String>,
+}
+
+/// Map a pipeline error to a Triton error code: bad input or settings are the caller's fault.
+pub fn pipeline_error(e: PipelineError) -> Error {
+    match e {
+        PipelineError::Input(_) | PipelineError::Config(_) => Error::invalid_arg(e.to_string()),
+        PipelineError::ModelLoad { .. } => Error::not_found(e.to_string()),
+        PipelineError::Device(_) => Error::unavailable(e.to_string()),
+        PipelineError::Torch { .. } => Error::internal(e.to_string()),
+    }
+}
+
+fn check_tensor(kind: &str, t: &TensorConfig, c: &Contract) -> Result<()> {
+    let dtype = t.dtype()?;
+    if dtype != c.dtype {
+        return Err(Error::invalid_arg(format!(
+            "{kind} '{}' must have data_type TYPE_{}, not {}",
+            t.name, c.dtype, t.data_type
+        )));
+    }
+    // FEATURES may fix its column count; every other dim must be as in the contract.
+    let fits = t.dims.len() == c.dims.len()
+        && t.dims
+            .iter()
+            .zip(c.dims)
+            .enumerate()
+            .all(|(i, (&d, &want))| d == want || (c.name == FEATURES && i == 1 && d > 0));
+    if !fits {
+        return Err(Error::invalid_arg(format!(
+            "{kind} '{}' must have dims {:?}, not {:?}",
+            t.name, c.dims, t.dims
+        )));
+    }
+    Ok(())
+}
+
+fn check_tensors(kind: &str, declared: &[TensorConfig], contract: &[Contract]) -> Result<()> {
+    for t in declared {
+        let Some(c) = contract.iter().find(|c| c.name == t.name) else {
+            let known: Vec<_> = contract.iter().map(|c| c.name).collect();
+            return Err(Error::invalid_arg(format!(
+                "{kind} '{}' is not part of the exatrkx model contract (known: {})",
+                t.name,
+                known.join(", ")
+            )));
+        };
+        check_tensor(kind, t, c)?;
+        if kind == "input" && !c.required && !t.optional {
+            return Err(Error::invalid_arg(format!(
+                "input '{}' must be declared with optional: true",
+                t.name
+            )));
+        }
+    }
+    for c in contract.iter().filter(|c| c.required) {
+        if !declared.iter().any(|t| t.name == c.name) {
+            return Err(Error::invalid_arg(format!(
+                "the model configuration must declare {kind} '{}' (TYPE_{} {:?})",
+                c.name, c.dtype, c.dims
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Expand `$$TRITON_MODEL_DIRECTORY`; a file parameter then becomes relative to the version
+/// folder, where the pipeline looks for model files.
+fn resolve_value(key: &str, value: &str, model_dir: &Path, version_dir: &Path) -> Result<String> {
+    if !value.contains(MODEL_DIRECTORY_VAR) {
+        return Ok(value.to_string());
+    }
+    let expanded = value.replace(MODEL_DIRECTORY_VAR, &model_dir.to_string_lossy());
+    if !FILE_PARAMETERS.contains(&key) {
+        return Ok(expanded);
+    }
+    let path = PathBuf::from(expanded.trim());
+    match path.strip_prefix(version_dir) {
+        Ok(rel) if !rel.as_os_str().is_empty() => Ok(rel.to_string_lossy().into_owned()),
+        _ => Err(Error::invalid_arg(format!(
+            "parameter '{key}' = '{value}' resolves to {}, which is not a file inside the model \
+             version folder {}",
+            path.display(),
+            version_dir.display()
+        ))),
+    }
+}
+
+impl ModelSettings {
+    /// Check the configuration against the contract and read its parameters.
+    /// `model_dir` is `<repository>/<model>`, `version_dir` is `<model_dir>/<version>`.
+    pub fn from_config(cfg: &ModelConfig, model_dir: &Path, version_dir: &Path) -> Result<Self> {
+        let name = if cfg.name.is_empty() {
+            "exatrkx"
+        } else {
+            &cfg.name
+        };
+        let context = format!("model '{name}' configuration");
+        Self::read(cfg, name, model_dir, version_dir).map_err(|e| e.context(context))
+    }
+
+    fn read(cfg: &ModelConfig, name: &str, model_dir: &Path, version_dir: &Path) -> Result<Self> {
+        if cfg.max_batch_size != 0 {
+            return Err(Error::invalid_arg(format!(
+                "max_batch_size must be 0 (each request is one event of any size), not {}",
+                cfg.max_batch_size
+            )));
+        }
+        check_tensors("input", &cfg.input, &INPUTS)?;
+        check_tensors("output", &cfg.output, &OUTPUTS)?;
+
+        let mut pipeline = PipelineConfig {
+            model_dir: version_dir.to_path_buf(),
+            ..PipelineConfig::default()
+        };
+        for (key, value) in cfg.parameter_values() {
+            let value = resolve_value(key, value, model_dir, version_dir)?;
+            pipeline.set(key, &value).map_err(pipeline_error)?;
+        }
+        pipeline.validate().map_err(pipeline_error)?;
+
+        let accepts_module_id = cfg.input(MODULE_ID).is_some();
+        if pipeline.graph_construction == GraphMethod::ModuleMap && !accepts_module_id {
+            return Err(Error::invalid_arg(
+                "graph_construction = module_map needs the input 'MODULE_ID' (TYPE_INT64 [-1], \
+                 optional: true) in the configuration",
+            ));
+        }
+        let feature_dims = cfg
+            .input(FEATURES)
+            .map(|t| t.dims.clone())
+            .unwrap_or_default();
+        let outputs = OUTPUTS
+            .iter()
+            .filter(|c| cfg.output(c.name).is_some())
+            .map(|c| c.name.to_string())
+            .collect();
+        Ok(Self {
+            model_name: name.to_string(),
+            pipeline,
+            feature_dims,
+            accepts_module_id,
+            outputs,
+        })
+    }
+
+    /// Whether the configuration declares output `name`.
+    pub fn declares_output(&self, name: &str) -> bool {
+        self.outputs.iter().any(|o| o == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra_params: &str, inputs: &str, outputs: &str) -> ModelConfig {
+        let json = format!(
+            r#"{{"name": "exatrkx", "backend": "exatrkx", "max_batch_size": 0,
+                "input": [{inputs}], "output": [{outputs}],
+                "parameters": {{"radius": {{"string_value": "0.25"}} {extra_params}}}}}"#
+        );
+        ModelConfig::from_json(&json).unwrap()
+    }
+
+    const FEATURES_IN: &str = r#"{"name": "FEATURES", "data_type": "TYPE_FP32", "dims": [-1, -1]}"#;
+    const MODULE_IN: &str =
+        r#"{"name": "MODULE_ID", "data_type": "TYPE_INT64", "dims": [-1], "optional": true}"#;
+    const LABELS_OUT: &str = r#"{"name": "LABELS", "data_type": "TYPE_INT64", "dims": [-1]}"#;
+    const ALL_OUT: &str = r#"{"name": "LABELS", "data_type": "TYPE_INT64", "dims": [-1]},
+        {"name": "EDGE_INDEX", "data_type": "TYPE_INT64", "dims": [2, -1]},
+        {"name": "EDGE_SCORES", "data_type": "TYPE_FP32", "dims": [-1]},
+        {"name": "TRACKS", "data_type": "TYPE_FP32", "dims": [-1, 8]}"#;
+
+    fn dirs() -> (PathBuf, PathBuf) {
+        (
+            PathBuf::from("/repo/exatrkx"),
+            PathBuf::from("/repo/exatrkx/1"),
+        )
+    }
+
+    fn read(cfg: &ModelConfig) -> Result<ModelSettings> {
+        let (m, v) = dirs();
+        ModelSettings::from_config(cfg, &m, &v)
+    }
+
+    #[test]
+    fn the_contract_configuration_is_accepted() {
+        let inputs = format!("{FEATURES_IN}, {MODULE_IN}");
+        let s = read(&config(
+            r#", "knn": {"string_value": "7"}"#,
+            &inputs,
+            ALL_OUT,
+        ))
+        .unwrap();
+        assert_eq!(s.pipeline.radius, 0.25);
+        assert_eq!(s.pipeline.knn, 7);
+        assert_eq!(s.pipeline.model_dir, PathBuf::from("/repo/exatrkx/1"));
+        assert!(s.accepts_module_id);
+        assert_eq!(s.outputs, [LABELS, EDGE_INDEX, EDGE_SCORES, TRACKS]);
+        let s = read(&config("", FEATURES_IN, LABELS_OUT)).unwrap();
+        assert!(!s.accepts_module_id && !s.declares_output(TRACKS));
+    }
+
+    #[test]
+    fn contract_violations_name_the_tensor() {
+        let cases = [
+            (
+                r#"{"name": "FEATURES", "data_type": "TYPE_FP64", "dims": [-1, -1]}"#,
+                LABELS_OUT,
+                "FEATURES",
+            ),
+            (
+                r#"{"name": "FEATURES", "data_type": "TYPE_FP32", "dims": [-1]}"#,
+                LABELS_OUT,
+                "FEATURES",
+            ),
+            (
+                r#"{"name": "MODULE_ID", "data_type": "TYPE_INT64", "dims": [-1], "optional": true}"#,
+                LABELS_OUT,
+                "FEATURES",
+            ),
+            (
+                FEATURES_IN,
+                r#"{"name": "LABELS", "data_type": "TYPE_INT32", "dims": [-1]}"#,
+                "LABELS",
+            ),
+            (
+                FEATURES_IN,
+                r#"{"name": "TRACKS", "data_type": "TYPE_FP32", "dims": [-1, 8]}"#,
+                "LABELS",
+            ),
+            (
+                FEATURES_IN,
+                r#"{"name": "SCORES", "data_type": "TYPE_FP32", "dims": [-1]}"#,
+                "SCORES",
+            ),
+        ];
+        for (inputs, outputs, name) in cases {
+            let err = read(&config("", inputs, outputs)).unwrap_err();
+            assert!(err.message().contains(name), "{name}: {err}");
+            assert!(
+                err.message().contains("model 'exatrkx' configuration"),
+                "{err}"
+            );
+        }
+        let not_optional = r#"{"name": "MODULE_ID", "data_type": "TYPE_INT64", "dims": [-1]}"#;
+        let err = read(&config(
+            "",
+            &format!("{FEATURES_IN}, {not_optional}"),
+            LABELS_OUT,
+        ));
+        assert!(err.unwrap_err().message().contains("optional: true"));
+    }
+
+    #[test]
+    fn a_fixed_feature_width_is_allowed() {
+        let fixed = r#"{"name": "FEATURES", "data_type": "TYPE_FP32", "dims": [-1, 9]}"#;
+        let s = read(&config("", fixed, LABELS_OUT)).unwrap();
+        assert_eq!(s.feature_dims, [-1, 9]);
+    }
+
+    #[test]
+    fn batching_models_are_refused() {
+        let mut cfg = config("", FEATURES_IN, LABELS_OUT);
+        cfg.max_batch_size = 8;
+        let err = read(&cfg).unwrap_err();
+        assert!(err.message().contains("max_batch_size"), "{err}");
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let err = read(&config(
+            r#", "knn": {"string_value": "many"}"#,
+            FEATURES_IN,
+            LABELS_OUT,
+        ))
+        .unwrap_err();
+        assert!(err.message().contains("'knn'"), "{err}");
+        let err = read(&config(
+            r#", "colour": {"string_value": "red"}"#,
+            FEATURES_IN,
+            LABELS_OUT,
+        ))
+        .unwrap_err();
+        assert!(err.message().contains("colour"), "{err}");
+        let module_map = r#", "graph_construction": {"string_value": "module_map"}"#;
+        let err = read(&config(module_map, FEATURES_IN, LABELS_OUT)).unwrap_err();
+        assert!(err.message().contains("MODULE_ID"), "{err}");
+    }
+
+    #[test]
+    fn model_directory_placeholder_is_expanded() {
+        let (m, v) = dirs();
+        let ok = resolve_value("gnn_model", "$$TRITON_MODEL_DIRECTORY/1/gnn_v2.pt", &m, &v);
+        assert_eq!(ok.unwrap(), "gnn_v2.pt");
+        let ok = resolve_value(
+            "module_map",
+            "$$TRITON_MODEL_DIRECTORY/1/maps/mm.csv",
+            &m,
+            &v,
+        );
+        assert_eq!(ok.unwrap(), "maps/mm.csv");
+        let err = resolve_value("gnn_model", "$$TRITON_MODEL_DIRECTORY/gnn.pt", &m, &v);
+        assert!(err.unwrap_err().message().contains("'gnn_model'"));
+        assert_eq!(resolve_value("knn", "12", &m, &v).unwrap(), "12");
+        let params = r#", "embedding_model": {"string_value": "$$TRITON_MODEL_DIRECTORY/1/e.pt"}"#;
+        let s = read(&config(params, FEATURES_IN, LABELS_OUT)).unwrap();
+        assert_eq!(
+            s.pipeline.embedding_path(),
+            PathBuf::from("/repo/exatrkx/1/e.pt")
+        );
+    }
+}

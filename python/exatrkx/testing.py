@@ -1,0 +1,252 @@
+"""Test helpers: small random TorchScript models with the interfaces of docs/DESIGN.md, a
+model repository built from them, and small events.
+
+The random models are real networks (an MLP embedding, an MLP edge filter over both edge ends,
+an interaction-network GNN), so a server or pipeline running them does the work of the trained
+models at a smaller size; only their weights are random (seeded, hence reproducible).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from exatrkx import paths, trackml
+
+NUM_FEATURES = trackml.NUM_FEATURES
+
+# Settings under which the random models of `write_random_models` (default sizes) build
+# graphs with a few neighbours per spacepoint and keep part of the edges at each cut.
+RANDOM_MODEL_PARAMETERS = {
+    "radius": "0.02",
+    "knn": "8",
+    "filter_cut": "0.97",
+    "gnn_cut": "0.15",
+    "min_track_length": "3",
+}
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+class EmbeddingNet(nn.Module):
+    """Metric-learning embedding: `x f32[N, F] -> f32[N, D]`."""
+
+    def __init__(self, num_features: int = NUM_FEATURES, hidden: int = 32, dim: int = 8):
+        super().__init__()
+        self.features = num_features
+        self.dim = dim
+        self.net = _mlp([num_features, hidden, hidden, dim])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    @torch.jit.export
+    def num_features(self) -> int:
+        return self.features
+
+    @torch.jit.export
+    def embedding_dim(self) -> int:
+        return self.dim
+
+
+class EdgeFilterNet(nn.Module):
+    """Edge filter: MLP over the concatenated features of both ends -> one logit per edge."""
+
+    def __init__(self, num_features: int = NUM_FEATURES, hidden: int = 32):
+        super().__init__()
+        self.features = num_features
+        self.net = _mlp([2 * num_features, hidden, hidden, 1])
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        ends = torch.cat([x.index_select(0, edge_index[0]), x.index_select(0, edge_index[1])], 1)
+        return self.net(ends).squeeze(-1)
+
+    @torch.jit.export
+    def num_features(self) -> int:
+        return self.features
+
+
+class InteractionGNN(nn.Module):
+    """Interaction network: encoders, `iterations` rounds of edge and node updates (sum
+    aggregation of incoming and outgoing edges), then an edge classifier -> one logit per edge."""
+
+    def __init__(self, num_features: int = NUM_FEATURES, hidden: int = 16, iterations: int = 2):
+        super().__init__()
+        self.features = num_features
+        self.iterations = iterations
+        self.node_encoder = _mlp([num_features, hidden, hidden])
+        self.edge_encoder = _mlp([2 * hidden, hidden, hidden])
+        self.edge_net = _mlp([3 * hidden, hidden, hidden])
+        self.node_net = _mlp([3 * hidden, hidden, hidden])
+        self.classifier = _mlp([3 * hidden, hidden, 1])
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        src, dst = edge_index[0], edge_index[1]
+        h = self.node_encoder(x)
+        e = self.edge_encoder(torch.cat([h.index_select(0, src), h.index_select(0, dst)], 1))
+        for _ in range(self.iterations):
+            e = e + self.edge_net(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], 1))
+            incoming = torch.zeros_like(h).index_add(0, dst, e)
+            outgoing = torch.zeros_like(h).index_add(0, src, e)
+            h = h + self.node_net(torch.cat([h, incoming, outgoing], 1))
+        ends = torch.cat([h.index_select(0, src), h.index_select(0, dst), e], 1)
+        return self.classifier(ends).squeeze(-1)
+
+    @torch.jit.export
+    def num_features(self) -> int:
+        return self.features
+
+
+def write_random_models(
+    directory: str | Path,
+    *,
+    seed: int = 0,
+    num_features: int = NUM_FEATURES,
+    embedding_dim: int = 8,
+    hidden: int = 32,
+    gnn_iterations: int = 2,
+    score_gain: float = 20.0,
+) -> dict[str, Path]:
+    """Script seeded random models into `embed.pt`, `filter.pt` and `gnn.pt` in `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        models = {
+            "embed.pt": EmbeddingNet(num_features, hidden, embedding_dim),
+            "filter.pt": EdgeFilterNet(num_features, hidden),
+            "gnn.pt": InteractionGNN(num_features, max(hidden // 2, 4), gnn_iterations),
+        }
+        # Random networks score every edge almost alike; a larger last layer spreads the
+        # scores so that the cuts keep some edges and drop others.
+        for name in ("filter.pt", "gnn.pt"):
+            last = [m for m in models[name].modules() if isinstance(m, nn.Linear)][-1]
+            with torch.no_grad():
+                last.weight.mul_(score_gain)
+                last.bias.mul_(score_gain)
+    written = {}
+    for name, model in models.items():
+        path = directory / name
+        with warnings.catch_warnings():
+            # TorchScript is what the backend loads, deprecated or not.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            scripted = torch.jit.script(model.eval())
+        scripted.save(str(path))
+        written[name] = path
+    return written
+
+
+def set_parameters(config_text: str, parameters: dict[str, str]) -> str:
+    """Set `parameters` entries in config.pbtxt text (replacing or appending)."""
+    for key, value in parameters.items():
+        pattern = re.compile(
+            r'(key:\s*"' + re.escape(key) + r'"\s*value:\s*\{\s*string_value:\s*")[^"]*(")'
+        )
+        if pattern.search(config_text):
+            config_text = pattern.sub(lambda m, v=value: m.group(1) + v + m.group(2), config_text)
+        else:
+            config_text += f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
+    return config_text
+
+
+def set_instance_group(config_text: str, kind: str = "KIND_CPU", count: int = 1) -> str:
+    """Replace the `instance_group` block of config.pbtxt text."""
+    block = f"instance_group [\n  {{\n    kind: {kind}\n    count: {count}\n  }}\n]"
+    new, n = re.subn(r"instance_group\s*\[.*?\n\]", block, config_text, flags=re.S)
+    if n != 1:
+        raise ValueError("config.pbtxt has no instance_group [...] block to replace")
+    return new
+
+
+def make_model_repository(
+    root: str | Path,
+    *,
+    parameters: dict[str, str] | None = None,
+    instance_kind: str = "KIND_CPU",
+    instance_count: int = 1,
+    extra_config: str = "",
+    models_seed: int | None = 0,
+    model_name: str = "exatrkx",
+    config_source: str | Path | None = None,
+) -> Path:
+    """A model repository under `root` holding `model_name` with the project's config.pbtxt
+    (or `config_source`), random models (unless `models_seed` is None) and the given settings.
+    Returns the repository root to pass to `--model-repository`."""
+    root = Path(root)
+    source = Path(config_source or paths.MODEL_REPOSITORY / "exatrkx" / "config.pbtxt")
+    text = source.read_text()
+    text = re.sub(r'^name:\s*"[^"]*"', f'name: "{model_name}"', text, flags=re.M)
+    merged = dict(RANDOM_MODEL_PARAMETERS) if models_seed is not None else {}
+    merged.update(parameters or {})
+    text = set_parameters(text, merged)
+    text = set_instance_group(text, instance_kind, instance_count)
+    if extra_config:
+        text += "\n" + extra_config.strip() + "\n"
+    model_dir = root / model_name
+    version_dir = model_dir / "1"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    version_dir.mkdir(parents=True)
+    (model_dir / "config.pbtxt").write_text(text)
+    if models_seed is not None:
+        write_random_models(version_dir, seed=models_seed)
+    return root
+
+
+def slice_event(
+    source_dir: str | Path,
+    event_id: int,
+    dest_dir: str | Path,
+    *,
+    phi_range: tuple[float, float] = (-math.pi, math.pi + 1e-9),
+    max_abs_z: float | None = None,
+) -> Path:
+    """Copy the hits (and truth, when present) of a phi wedge of an event into `dest_dir`, in
+    TrackML format with the same event id: a small real event for tests."""
+    event = trackml.read_event(source_dir, event_id)
+    hits = event.hits
+    phi = np.arctan2(hits["y"].to_numpy(), hits["x"].to_numpy())
+    keep = (phi >= phi_range[0]) & (phi < phi_range[1])
+    if max_abs_z is not None:
+        keep &= np.abs(hits["z"].to_numpy()) < max_abs_z
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    prefix = trackml.event_prefix(event_id)
+    hits[keep].to_csv(dest / f"{prefix}-hits.csv", index=False)
+    if event.truth is not None:
+        event.truth[keep].to_csv(dest / f"{prefix}-truth.csv", index=False)
+    return dest
+
+
+def synthetic_features(num_spacepoints: int, *, seed: int = 0) -> np.ndarray:
+    """Features float32 [N, 9] of spacepoints on straight tracks through barrel-like layers:
+    plausible inputs without any data files."""
+    rng = np.random.default_rng(seed)
+    radii = np.array([32.0, 72.0, 116.0, 172.0, 260.0, 360.0, 500.0, 660.0, 820.0, 1020.0])
+    per_track = len(radii)
+    n_tracks = max(1, math.ceil(num_spacepoints / per_track))
+    phi0 = rng.uniform(-math.pi, math.pi, n_tracks)
+    cot_theta = rng.uniform(-1.0, 1.0, n_tracks)
+    z0 = rng.normal(0.0, 50.0, n_tracks)
+    r = np.tile(radii, n_tracks)[:num_spacepoints]
+    phi = np.repeat(phi0, per_track)[:num_spacepoints] + rng.normal(0.0, 1e-3, num_spacepoints)
+    z = (
+        np.repeat(z0, per_track)[:num_spacepoints]
+        + r * np.repeat(cot_theta, per_track)[:num_spacepoints]
+    )
+    own = np.stack([r / 1000.0, np.angle(np.exp(1j * phi)) / math.pi, z / 1000.0], axis=1)
+    return np.ascontiguousarray(np.concatenate([own, own, own], axis=1).astype(np.float32))
