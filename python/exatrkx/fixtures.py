@@ -352,8 +352,12 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--count", type=int, default=1)
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--first-id", type=int, default=1)
-    e.add_argument("--geometry", choices=sorted(GEOMETRY), default="bench",
-                   help="module size: match the model folder's --size (for the module map)")
+    e.add_argument(
+        "--geometry",
+        choices=sorted(GEOMETRY),
+        default="bench",
+        help="module size: match the model folder's --size (for the module map)",
+    )
     args = parser.parse_args(argv)
     if args.command == "models":
         params = make_model_folder(args.out, args.size, args.seed)

@@ -23,6 +23,7 @@ import math
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +58,11 @@ PARAMETER_KEYS = (
 )
 
 _ALIASES = {
-    "graph_construction": {"radius": "radius", "metric_learning": "radius", "module_map": "module_map"},
+    "graph_construction": {
+        "radius": "radius",
+        "metric_learning": "radius",
+        "module_map": "module_map",
+    },
     "track_builder": {
         "cc": "cc",
         "connected_components": "cc",
@@ -279,7 +284,9 @@ def radius_pairs(embedding: np.ndarray, radius: float, knn: int) -> tuple[np.nda
     return query[keep], other[keep]
 
 
-def radius_graph(embedding: np.ndarray, radius: float, knn: int, features: np.ndarray) -> np.ndarray:
+def radius_graph(
+    embedding: np.ndarray, radius: float, knn: int, features: np.ndarray
+) -> np.ndarray:
     a, b = radius_pairs(embedding, radius, knn)
     return orient_and_sort(features[:, 0], a, b)
 
@@ -387,7 +394,9 @@ def module_map_graph(
     return orient_and_sort(features[:, 0], p, q)
 
 
-def edge_scores(model, x: torch.Tensor, edge_index: torch.Tensor, chunk: int | None) -> torch.Tensor:
+def edge_scores(
+    model, x: torch.Tensor, edge_index: torch.Tensor, chunk: int | None
+) -> torch.Tensor:
     """[E] float32 sigmoid scores, `chunk` edges per call (None: all at once)."""
     e = edge_index.shape[1]
     step = max(1, chunk or e)
@@ -505,16 +514,13 @@ def walkthrough(
             for v, score in out.get(u, ()):
                 if v in used or position[u] >= position[v] or v not in seen:
                     continue
-                cand_best = (length[v], score, v)
-                if (
-                    best is None
-                    or cand_best[0] > best[0]
-                    or (cand_best[0] == best[0] and (score > best[1] or (score == best[1] and v < best[2])))
-                ):
-                    best = cand_best
+                # longest first, then the higher score, then the smaller index
+                key = (length[v], score, -v)
+                if best is None or key > best:
+                    best = key
             length[u] = 1 + (best[0] if best else 0)
             if best:
-                successor[u] = best[2]
+                successor[u] = -best[2]
         if length[start] >= min_len:
             u = start
             while u is not None:
@@ -555,10 +561,15 @@ class ReferencePipeline:
         version_dir = Path(version_dir)
 
         def load(name: str):
-            module = torch.jit.load(str(version_dir / name), map_location="cpu").eval()
+            with warnings.catch_warnings():
+                # TorchScript is the contract of docs/DESIGN.md (libtorch loads it in Rust).
+                warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated")
+                module = torch.jit.load(str(version_dir / name), map_location="cpu").eval()
             return module.to(self.dtype) if self.dtype != torch.float32 else module
 
-        self.embedding = load(params.embedding_model) if params.graph_construction == "radius" else None
+        self.embedding = (
+            load(params.embedding_model) if params.graph_construction == "radius" else None
+        )
         self.filter = load(params.filter_model)
         self.gnn = load(params.gnn_model)
         self.module_map = (
@@ -573,9 +584,13 @@ class ReferencePipeline:
         features = np.ascontiguousarray(features, dtype=np.float32)
         n = len(features)
         if features.ndim != 2 or features.shape[1] != self.num_features:
-            raise ValueError(f"features of shape {features.shape}, expected [N, {self.num_features}]")
+            raise ValueError(
+                f"features of shape {features.shape}, expected [N, {self.num_features}]"
+            )
         if n > p.max_spacepoints:
-            raise ValueError(f"event has {n} spacepoints, above max_spacepoints = {p.max_spacepoints}")
+            raise ValueError(
+                f"event has {n} spacepoints, above max_spacepoints = {p.max_spacepoints}"
+            )
         if not np.isfinite(features).all():
             raise ValueError("features hold non-finite values")
         timings: dict[str, float] = {}
@@ -649,11 +664,18 @@ def load_feature_event(directory: Path, event_id: int) -> tuple[np.ndarray, np.n
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exatrkx.reference", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m exatrkx.reference",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--events", type=Path, required=True)
-    parser.add_argument("--model-repo", type=Path, required=True,
-                        help="model folder with config.pbtxt, or the repository holding it")
+    parser.add_argument(
+        "--model-repo",
+        type=Path,
+        required=True,
+        help="model folder with config.pbtxt, or the repository holding it",
+    )
     parser.add_argument("--model-name", default="exatrkx")
     parser.add_argument("--version", default="1")
     parser.add_argument("--out", type=Path, required=True)
