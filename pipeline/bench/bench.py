@@ -9,7 +9,8 @@ Without `--models`, bench-size fixture models are generated (shaped like trained
 For synthetic events the radius is tuned per event to about `--edges-per-spacepoint` candidate
 edges (a stand-in for a trained embedding, where the graph grows linearly with the event).
 Events are `event%09d-features.npy` (+ `-module_ids.npy`); TrackML CSV folders are converted.
-Each pipeline runs every event `--repeat` times and the last run is reported.
+Before each timed run, both pipelines run once on the event's first `--warmup-rows` rows
+(TorchScript executors warm up on their first calls, as they are in a serving process).
 """
 
 from __future__ import annotations
@@ -72,24 +73,28 @@ def tuned_radius(folder: Path, features: np.ndarray, edges_per_spacepoint: float
     model = torch.jit.load(str(folder / "1" / params.embedding_model)).eval()
     with torch.no_grad():
         emb = reference.embed(model, torch.from_numpy(features), params.embedding_batch)
-    k = max(1, int(round(2 * edges_per_spacepoint)))
+    k = max(1, round(2 * edges_per_spacepoint))
     dist, _ = cKDTree(emb).query(emb, k=k + 1)
     return f"{np.median(dist[:, -1]):.3g}"
 
 
-def run_rust(folder: Path, events: Path, params: dict[str, str], repeat: int, out: Path):
+def run_rust(folder: Path, events: Path, params: dict[str, str], args, out: Path):
     summary = out / "rust.json"
     cmd = [str(RUNNER), "--model-repo", str(folder), "--events", str(events), "--out", str(out)]
-    cmd += ["--repeat", str(repeat), "--summary", str(summary)]
+    cmd += ["--repeat", str(args.repeat), "--summary", str(summary)]
+    cmd += ["--warmup-rows", str(args.warmup_rows)]
     for k, v in params.items():
         cmd += ["--param", f"{k}={v}"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return {e["event_id"]: e for e in json.loads(summary.read_text())}
 
 
-def run_python(folder: Path, features, module_ids, params: dict[str, str], repeat: int):
+def run_python(folder: Path, features, module_ids, params: dict[str, str], args):
     pipeline = reference.ReferencePipeline(folder / "1", reference.load_parameters(folder, params))
-    for _ in range(repeat):
+    if args.warmup_rows:
+        rows = slice(0, args.warmup_rows)
+        pipeline.run(features[rows], None if module_ids is None else module_ids[rows])
+    for _ in range(args.repeat):
         start = time.perf_counter()
         result = pipeline.run(features, module_ids)
         total = time.perf_counter() - start
@@ -103,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,50000,100000")
     parser.add_argument("--work", type=Path, default=ROOT / "results" / "pipeline-bench")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--warmup-rows", type=int, default=3000, help="untimed warm-up run on this many rows"
+    )
     parser.add_argument("--edges-per-spacepoint", type=float, default=10.0)
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--skip-python", action="store_true")
@@ -112,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{RUNNER} missing: cargo build --release -p exatrkx-pipeline --examples")
         return 1
     args.work.mkdir(parents=True, exist_ok=True)
-    folder = (
-        reference.model_folder(args.models) if args.models else prepare_models(args.work)
-    )
+    folder = reference.model_folder(args.models) if args.models else prepare_models(args.work)
     synthetic = args.events is None
     if synthetic:
         events = prepare_events(args.work, [int(s) for s in args.sizes.split(",")])
@@ -145,12 +151,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             out = args.work / "labels" / name
             out.mkdir(parents=True, exist_ok=True)
-            rust = run_rust(folder, single, params, args.repeat, out)[event_id]
-            rows = [("rust", rust["timings"], rust["total"], rust["graph_sizes"], rust["num_tracks"])]
+            rust = run_rust(folder, single, params, args, out)[event_id]
+            rows = [
+                ("rust", rust["timings"], rust["total"], rust["graph_sizes"], rust["num_tracks"])
+            ]
             agree = ""
             if not args.skip_python:
-                result, total = run_python(folder, features, module_ids, params, args.repeat)
-                rows.append(("python", result.timings, total, result.graph_sizes, result.num_tracks))
+                result, total = run_python(folder, features, module_ids, params, args)
+                sizes, tracks = result.graph_sizes, result.num_tracks
+                rows.append(("python", result.timings, total, sizes, tracks))
                 rust_labels = np.load(out / f"event{event_id:09d}-labels.npy")
                 agree = "equal" if np.array_equal(rust_labels, result.labels) else "DIFFER"
             for side, timings, total, sizes, tracks in rows:

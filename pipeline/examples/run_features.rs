@@ -36,6 +36,10 @@ struct Args {
     /// Runs per event; timings of the last run are reported (earlier runs warm up).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Before each event, an untimed run on its first this many spacepoints (warms up the
+    /// TorchScript executors, as a serving process is warm).
+    #[arg(long, default_value_t = 0)]
+    warmup_rows: usize,
     /// Write per-event timings and graph sizes as JSON here.
     #[arg(long)]
     summary: Option<PathBuf>,
@@ -126,6 +130,15 @@ fn main() -> Result<()> {
             edges: false,
             tracks: args.fit,
         };
+        if args.warmup_rows > 0 {
+            let rows = args.warmup_rows.min(shape[0]);
+            let warm = EventInput {
+                features: &features[..rows * shape[1]],
+                num_features: shape[1],
+                module_ids: module_ids.as_deref().map(|ids| &ids[..rows]),
+            };
+            pipeline.run(&warm, want)?;
+        }
         let mut result = None;
         let mut wall = 0.0;
         for _ in 0..args.repeat.max(1) {

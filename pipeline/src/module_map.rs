@@ -90,21 +90,18 @@ fn within(v: f64, w: [f64; 2]) -> bool {
 }
 
 impl PairCuts {
-    /// Does the pair (p on module a, q on module b) pass every window?
+    /// Does the pair (p on module a, q on module b) pass every window? Cheapest tests first.
     #[inline]
     pub fn accepts(&self, p: &HitGeometry, q: &HitGeometry) -> bool {
         let dphi = wrap_phi(q.phi - p.phi);
+        if !within(dphi, self.dphi) || !within(q.eta - p.eta, self.deta) {
+            return false;
+        }
         let dr = q.r - p.r;
-        let dz = q.z - p.z;
-        let (z0, phislope) = if dr == 0.0 {
-            (p.z, 0.0)
-        } else {
-            (p.z - p.r * dz / dr, dphi / dr)
-        };
-        within(dphi, self.dphi)
-            && within(z0, self.z0)
-            && within(phislope, self.phislope)
-            && within(q.eta - p.eta, self.deta)
+        if dr == 0.0 {
+            return within(p.z, self.z0) && within(0.0, self.phislope);
+        }
+        within(p.z - p.r * (q.z - p.z) / dr, self.z0) && within(dphi / dr, self.phislope)
     }
 }
 
@@ -246,6 +243,8 @@ impl ModuleMap {
         }
         let hits_of: HashMap<i64, (usize, usize)> =
             modules.iter().map(|&(m, s, e)| (m, (s, e))).collect();
+        // Geometry in module order, so that the hits of a module are adjacent in memory.
+        let grouped: Vec<HitGeometry> = order.iter().map(|&i| geometry[i as usize]).collect();
 
         modules
             .par_iter()
@@ -259,10 +258,9 @@ impl ModuleMap {
                     let Some(&(sb, eb)) = hits_of.get(b) else {
                         continue;
                     };
-                    for &p in &order[sa..ea] {
-                        let gp = &geometry[p as usize];
-                        for &q in &order[sb..eb] {
-                            if p != q && cuts.accepts(gp, &geometry[q as usize]) {
+                    for (gp, &p) in grouped[sa..ea].iter().zip(&order[sa..ea]) {
+                        for (gq, &q) in grouped[sb..eb].iter().zip(&order[sb..eb]) {
+                            if p != q && cuts.accepts(gp, gq) {
                                 pairs.push([p, q]);
                             }
                         }

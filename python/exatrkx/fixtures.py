@@ -111,7 +111,9 @@ class InteractionGnn(nn.Module):
 
 # Module size (phi arc length, z length in mm) of the synthetic detector per fixture size: coarse
 # for the committed test fixtures (a small module map), realistic for benchmarks.
-GEOMETRY = {"tiny": (400.0, 550.0), "bench": (60.0, 120.0)}
+GEOMETRY = {"tiny": (400.0, 550.0), "bench": (20.0, 60.0)}
+# Module-map windows: observed range widened by these margins (dphi, z0 mm, phislope 1/mm, deta).
+MARGINS = {"tiny": (0.01, 20.0, 5e-5, 0.02), "bench": (0.002, 5.0, 1e-5, 0.005)}
 
 SIZES = {
     # name: (embedding hidden, layers, dim), (filter hidden, layers), (gnn hidden, iterations)
@@ -215,7 +217,9 @@ MODULE_MAP_COLUMNS = (
 )
 
 
-def build_module_map(events: list[dict[str, np.ndarray]], path: Path) -> int:
+def build_module_map(
+    events: list[dict[str, np.ndarray]], path: Path, margins=MARGINS["tiny"]
+) -> int:
     """Rows for every module pair that a particle crosses consecutively (by radius), windows
     from the observed quantities (docs/DESIGN.md definitions) widened by a margin."""
     from exatrkx.reference import pair_quantities
@@ -235,7 +239,6 @@ def build_module_map(events: list[dict[str, np.ndarray]], path: Path) -> int:
     keys, inverse = np.unique(table[:, :2].astype(np.int64), axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     count = np.bincount(inverse)
-    margins = (0.01, 20.0, 5e-5, 0.02)  # dphi, z0 (mm), phislope (1/mm), deta
     lines = [MODULE_MAP_COLUMNS]
     mins = np.full((len(keys), 4), np.inf)
     maxs = np.full((len(keys), 4), -np.inf)
@@ -306,7 +309,7 @@ def make_model_folder(out: Path, size: str = "tiny", seed: int = 0) -> dict[str,
         synthetic_event(spacepoints, seed=20_000 + seed + k, geometry=size)
         for k in range(map_events)
     ]
-    build_module_map(training, version / "module_map.csv")
+    build_module_map(training, version / "module_map.csv", MARGINS[size])
 
     models = {name: torch.jit.load(str(version / name)).eval() for name in SIZES_FILES}
     x = torch.from_numpy(tuning["features"])
