@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use tracing::{debug, debug_span, info, info_span};
 
-use crate::config::{GraphMethod, PipelineConfig, TrackBuilder};
+use crate::config::{DeviceKind, GraphMethod, PipelineConfig, TrackBuilder};
 use crate::edge_classifier::{EdgeClassifierConfig, TorchEdgeClassifier};
 use crate::embedding::{Embedding, EmbeddingConfig};
 use crate::error::{PipelineError, Result};
@@ -50,38 +50,60 @@ fn timed<T>(
     out
 }
 
+/// The graph construction for the settings and the device. GPU versions go in the `Cuda` arm;
+/// until they exist the CPU ones run there on host copies of the tensors.
+fn graph_stage(cfg: &PipelineConfig, ctx: &ExecutionContext) -> Result<Box<dyn GraphConstruction>> {
+    Ok(match (cfg.graph_construction, ctx.device()) {
+        (GraphMethod::Radius, DeviceKind::Cpu | DeviceKind::Cuda(_)) => Box::new(RadiusGraph {
+            cfg: RadiusGraphConfig {
+                radius: cfg.radius,
+                knn: cfg.knn,
+            },
+        }),
+        (GraphMethod::ModuleMap, DeviceKind::Cpu | DeviceKind::Cuda(_)) => {
+            Box::new(ModuleMapGraph {
+                map: ModuleMap::load(&cfg.module_map_path())?,
+            })
+        }
+    })
+}
+
+/// The track builder for the settings and the device (GPU versions: as for `graph_stage`).
+fn track_building_stage(cfg: &PipelineConfig, ctx: &ExecutionContext) -> Box<dyn TrackBuilding> {
+    match (cfg.track_builder, ctx.device()) {
+        (TrackBuilder::ConnectedComponents, DeviceKind::Cpu | DeviceKind::Cuda(_)) => {
+            Box::new(ConnectedComponents {
+                min_track_length: cfg.min_track_length,
+            })
+        }
+        (TrackBuilder::Walkthrough, DeviceKind::Cpu | DeviceKind::Cuda(_)) => {
+            Box::new(Walkthrough {
+                cfg: WalkthroughConfig {
+                    min_cut: cfg.walk_min_cut,
+                    high_cut: cfg.walk_high_cut,
+                    min_track_length: cfg.min_track_length,
+                },
+            })
+        }
+    }
+}
+
 impl Pipeline {
     /// Load the models named by `cfg` and build the stages for its device.
     pub fn new(cfg: PipelineConfig) -> Result<Self> {
         cfg.validate()?;
         let ctx = ExecutionContext::new(cfg.device, cfg.precision)?;
-
-        // Graph construction. CUDA: a GPU grid / module-map kernel will go here; until then the
-        // CPU implementations run on host copies.
-        let (embedding, graph): (Option<Embedding>, Box<dyn GraphConstruction>) =
-            match cfg.graph_construction {
-                GraphMethod::Radius => {
-                    let embedding = Embedding::load(
-                        &EmbeddingConfig {
-                            model: cfg.embedding_path(),
-                            batch: cfg.embedding_batch,
-                        },
-                        &ctx,
-                    )?;
-                    let graph = RadiusGraph {
-                        cfg: RadiusGraphConfig {
-                            radius: cfg.radius,
-                            knn: cfg.knn,
-                        },
-                    };
-                    (Some(embedding), Box::new(graph))
-                }
-                GraphMethod::ModuleMap => {
-                    let map = ModuleMap::load(&cfg.module_map_path())?;
-                    (None, Box::new(ModuleMapGraph { map }))
-                }
-            };
-
+        let embedding = match cfg.graph_construction {
+            GraphMethod::Radius => Some(Embedding::load(
+                &EmbeddingConfig {
+                    model: cfg.embedding_path(),
+                    batch: cfg.embedding_batch,
+                },
+                &ctx,
+            )?),
+            GraphMethod::ModuleMap => None,
+        };
+        let graph = graph_stage(&cfg, &ctx)?;
         let filter = TorchEdgeClassifier::load(
             &EdgeClassifierConfig {
                 name: "filter",
@@ -119,19 +141,7 @@ impl Pipeline {
                 });
             }
         }
-
-        let track_builder: Box<dyn TrackBuilding> = match cfg.track_builder {
-            TrackBuilder::ConnectedComponents => Box::new(ConnectedComponents {
-                min_track_length: cfg.min_track_length,
-            }),
-            TrackBuilder::Walkthrough => Box::new(Walkthrough {
-                cfg: WalkthroughConfig {
-                    min_cut: cfg.walk_min_cut,
-                    high_cut: cfg.walk_high_cut,
-                    min_track_length: cfg.min_track_length,
-                },
-            }),
-        };
+        let track_builder = track_building_stage(&cfg, &ctx);
         info!(
             device = ?cfg.device,
             graph = ?cfg.graph_construction,
