@@ -312,6 +312,7 @@ impl TrackBuilding for ConnectedComponents {
     fn build_tracks(&self, _ctx: &ExecutionContext, event: &EventData) -> Result<TrackLabels> {
         let index = host_slice::<i64>(&event.edge_index, "tracks")?;
         let (src, dst) = index.split_at(index.len() / 2);
+        // Components ignore the scores: every edge here passed the GNN cut.
         Ok(connected_components(
             event.num_spacepoints(),
             src,

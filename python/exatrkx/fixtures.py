@@ -211,18 +211,13 @@ def write_event(directory: Path, event_id: int, event: dict[str, np.ndarray]) ->
 
 # --- module map from synthetic truth -----------------------------------------------------
 
-MODULE_MAP_COLUMNS = (
-    "module_a,module_b,count,dphi_min,dphi_max,z0_min,z0_max,"
-    "phislope_min,phislope_max,deta_min,deta_max"
-)
-
 
 def build_module_map(
     events: list[dict[str, np.ndarray]], path: Path, margins=MARGINS["tiny"]
 ) -> int:
     """Rows for every module pair that a particle crosses consecutively (by radius), windows
     from the observed quantities (docs/DESIGN.md definitions) widened by a margin."""
-    from exatrkx.reference import pair_quantities
+    from exatrkx.reference import MODULE_MAP_COLUMNS, pair_quantities
 
     quantities = []
     for event in events:
@@ -239,7 +234,7 @@ def build_module_map(
     keys, inverse = np.unique(table[:, :2].astype(np.int64), axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     count = np.bincount(inverse)
-    lines = [MODULE_MAP_COLUMNS]
+    lines = [",".join(MODULE_MAP_COLUMNS)]
     mins = np.full((len(keys), 4), np.inf)
     maxs = np.full((len(keys), 4), -np.inf)
     for k in range(4):

@@ -320,21 +320,17 @@ def pair_quantities(features: np.ndarray, p: np.ndarray, q: np.ndarray):
     return _quantities(hit_geometry(features), p, q)
 
 
+MODULE_MAP_WINDOWS = [
+    f"{name}_{end}" for name in ("dphi", "z0", "phislope", "deta") for end in ("min", "max")
+]
+MODULE_MAP_COLUMNS = ["module_a", "module_b", "count", *MODULE_MAP_WINDOWS]
+
+
 def read_module_map(path: Path) -> pd.DataFrame:
+    """`module_map.csv` (docs/DESIGN.md), numbers parsed exactly; a repeated pair keeps its
+    first row (as the Rust reader does)."""
     table = pd.read_csv(path, float_precision="round_trip", skipinitialspace=True)
-    expected = [
-        "module_a",
-        "module_b",
-        "count",
-        "dphi_min",
-        "dphi_max",
-        "z0_min",
-        "z0_max",
-        "phislope_min",
-        "phislope_max",
-        "deta_min",
-        "deta_max",
-    ]
+    expected = MODULE_MAP_COLUMNS
     if list(table.columns) != expected:
         raise ValueError(f"{path}: header {list(table.columns)}, expected {expected}")
     return table.drop_duplicates(subset=["module_a", "module_b"], keep="first")
@@ -356,18 +352,7 @@ def module_map_graph(
         modules[b_pos] == table["module_b"].to_numpy()
     )
     rows = np.flatnonzero(present)
-    windows = table[
-        [
-            "dphi_min",
-            "dphi_max",
-            "z0_min",
-            "z0_max",
-            "phislope_min",
-            "phislope_max",
-            "deta_min",
-            "deta_max",
-        ]
-    ].to_numpy()[rows]
+    windows = table[MODULE_MAP_WINDOWS].to_numpy()[rows]
     na, nb = count[a_pos[rows]], count[b_pos[rows]]
     fa, fb = first[a_pos[rows]], first[b_pos[rows]]
     sizes = na * nb
