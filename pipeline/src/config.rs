@@ -335,47 +335,31 @@ fn pbtxt_tokens(text: &str) -> Vec<Token> {
 /// The `parameters { key: "K" value: { string_value: "V" } }` entries of a Triton
 /// `config.pbtxt`, also in the list form `parameters: [ {...}, {...} ]`, in file order.
 pub fn pbtxt_parameters(text: &str) -> Vec<(String, String)> {
-    let tokens = pbtxt_tokens(text);
     let mut out = Vec::new();
     let mut depth = 0i32;
-    let mut k = 0;
-    while k < tokens.len() {
-        match &tokens[k] {
-            Token::Punct('{') | Token::Punct('[') => depth += 1,
-            Token::Punct('}') | Token::Punct(']') => depth -= 1,
-            Token::Ident(name) if name == "parameters" && depth == 0 => {
-                let mut j = k + 1;
-                if tokens.get(j) == Some(&Token::Punct(':')) {
-                    j += 1;
+    // Within the value of a top-level `parameters` field.
+    let mut inside = false;
+    let mut key: Option<String> = None;
+    let mut last_ident = String::new();
+    for token in pbtxt_tokens(text) {
+        match token {
+            Token::Punct('{' | '[') => depth += 1,
+            Token::Punct('}' | ']') => {
+                depth -= 1;
+                inside = inside && depth > 0;
+            }
+            Token::Ident(name) => {
+                inside = inside || (name == "parameters" && depth == 0);
+                last_ident = name;
+            }
+            Token::Str(s) if inside && last_ident == "key" => key = Some(s),
+            Token::Str(s) if inside && last_ident == "string_value" => {
+                if let Some(key) = key.take() {
+                    out.push((key, s));
                 }
-                let mut level = 0;
-                let mut key: Option<String> = None;
-                let mut last_ident = "";
-                while j < tokens.len() {
-                    match &tokens[j] {
-                        Token::Punct('{') | Token::Punct('[') => level += 1,
-                        Token::Punct('}') | Token::Punct(']') => {
-                            level -= 1;
-                            if level == 0 {
-                                break;
-                            }
-                        }
-                        Token::Ident(name) => last_ident = name,
-                        Token::Str(s) if last_ident == "key" => key = Some(s.clone()),
-                        Token::Str(s) if last_ident == "string_value" => {
-                            if let Some(key) = key.take() {
-                                out.push((key, s.clone()));
-                            }
-                        }
-                        _ => {}
-                    }
-                    j += 1;
-                }
-                k = j;
             }
             _ => {}
         }
-        k += 1;
     }
     out
 }

@@ -168,40 +168,23 @@ def parse_pbtxt_parameters(text: str) -> dict[str, str]:
             tokens.append(("punct", m.group(3)))
     params: dict[str, str] = {}
     depth = 0
-    k = 0
-    while k < len(tokens):
-        kind, value = tokens[k]
+    inside = False  # within the value of a top-level `parameters` field
+    key = last_id = None
+    for kind, value in tokens:
         if kind == "punct" and value in "{[":
             depth += 1
         elif kind == "punct" and value in "}]":
             depth -= 1
-        elif kind == "id" and value == "parameters" and depth == 0:
-            # Collect the entries up to the end of this field's block or list.
-            j = k + 1
-            if j < len(tokens) and tokens[j] == ("punct", ":"):
-                j += 1
-            level = 0
-            key = None
-            last_id = None
-            while j < len(tokens):
-                t_kind, t_value = tokens[j]
-                if t_kind == "punct" and t_value in "{[":
-                    level += 1
-                elif t_kind == "punct" and t_value in "}]":
-                    level -= 1
-                    if level == 0:
-                        break
-                elif t_kind == "id":
-                    last_id = t_value
-                elif t_kind == "str":
-                    if last_id == "key":
-                        key = t_value
-                    elif last_id == "string_value" and key is not None:
-                        params[key] = t_value
-                        key = None
-                j += 1
-            k = j
-        k += 1
+            inside = inside and depth > 0
+        elif kind == "id":
+            inside = inside or (value == "parameters" and depth == 0)
+            last_id = value
+        elif kind == "str" and inside:
+            if last_id == "key":
+                key = value
+            elif last_id == "string_value" and key is not None:
+                params[key] = value
+                key = None
     return params
 
 
