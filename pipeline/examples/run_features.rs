@@ -33,7 +33,7 @@ struct Args {
     /// Pipeline parameter overriding config.pbtxt, `key=value` (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE")]
     params: Vec<String>,
-    /// Runs per event; timings of the last run are reported (earlier runs warm up).
+    /// Runs per event; the fastest is reported (on a shared machine the least disturbed).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
     /// Before each event, an untimed run on its first this many spacepoints (warms up the
