@@ -128,7 +128,11 @@ class PipelineParameters:
             elif key == "max_spacepoints":
                 self.max_spacepoints = int(v)
             elif key == "allow_cpu_fallback":
-                self.allow_cpu_fallback = v.lower() in ("true", "1", "yes", "on")
+                flags = {"true": True, "1": True, "yes": True, "on": True}
+                flags.update({"false": False, "0": False, "no": False, "off": False})
+                if v.lower() not in flags:
+                    raise ValueError("expected true or false")
+                self.allow_cpu_fallback = flags[v.lower()]
             else:
                 setattr(self, key, v)
         except ValueError as err:

@@ -250,7 +250,8 @@ def test_pbtxt_parameters_in_block_and_list_form():
 
 def test_bad_parameters_name_the_key():
     params = reference.PipelineParameters()
-    for key, value in [("radius", "abc"), ("track_builder", "magic"), ("knn", "x")]:
+    bad = [("radius", "abc"), ("track_builder", "magic"), ("knn", "x"), ("allow_cpu_fallback", "2")]
+    for key, value in bad:
         with pytest.raises(ValueError, match=key):
             params.set(key, value)
     with pytest.raises(ValueError, match="no_such_key"):
