@@ -161,3 +161,44 @@ fn optional_outputs_describe_the_tracks() {
         ["embedding", "graph", "filter", "gnn", "tracks", "fit"]
     );
 }
+
+#[test]
+fn batches_and_chunks_give_the_same_numbers() {
+    use exatrkx_pipeline::edge_classifier::{EdgeClassifierConfig, TorchEdgeClassifier};
+    use exatrkx_pipeline::embedding::{Embedding, EmbeddingConfig};
+    use exatrkx_pipeline::ExecutionContext;
+
+    let _no_grad = tch::no_grad_guard();
+    let ctx = ExecutionContext::cpu();
+    let (features, _) = fixture_event();
+    let n = features.len() as i64 / 9;
+    let x = tch::Tensor::from_slice(&features).view([n, 9]);
+    let embed = |batch| {
+        let model = model_folder().join("1/embed.pt");
+        Embedding::load(&EmbeddingConfig { model, batch }, &ctx)
+            .unwrap()
+            .embed(&x)
+            .unwrap()
+    };
+    let (whole, batched) = (embed(100_000), embed(300));
+    assert_eq!(batched.size(), [n, 6]);
+    assert!(whole.allclose(&batched, 1e-5, 1e-6, false));
+
+    let edges = tch::Tensor::from_slice2(&[[0i64, 5, 9, 100, 2000], [1, 6, 10, 101, 2001]])
+        .repeat([1, 300]);
+    let scores = |chunk| {
+        let cfg = EdgeClassifierConfig {
+            name: "filter",
+            model: model_folder().join("1/filter.pt"),
+            cut: 0.5,
+            chunk,
+        };
+        TorchEdgeClassifier::load(&cfg, &ctx)
+            .unwrap()
+            .scores(&x, &edges)
+            .unwrap()
+    };
+    let (one_call, chunked) = (scores(None), scores(Some(7)));
+    assert_eq!(chunked.size(), [1500]);
+    assert!(one_call.allclose(&chunked, 1e-6, 1e-7, false));
+}
