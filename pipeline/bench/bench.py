@@ -175,7 +175,13 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             if len(rows) == 2:
-                print(f"{'':37s}python / rust: {rows[1][2] / rows[0][2]:.2f}x", flush=True)
+                # The networks are the same libtorch calls on both sides; the rest is ours.
+                own = [sum(r[1].get(s, 0.0) for s in ("graph", "tracks")) for r in rows]
+                print(
+                    f"{'':37s}python / rust: total {rows[1][2] / rows[0][2]:.2f}x, "
+                    f"graph + tracks {own[1] / max(own[0], 1e-9):.1f}x",
+                    flush=True,
+                )
         if synthetic:
             print(f"{'':37s}radius {base.get('radius')}", flush=True)
     return 0
