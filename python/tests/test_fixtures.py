@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from exatrkx import fixtures, reference
+
+# TorchScript is the model contract (docs/DESIGN.md), deprecated in Python but what libtorch loads.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
 
 
 def test_models_follow_the_interfaces(tmp_path):
