@@ -84,6 +84,8 @@ def run_rust(folder: Path, events: Path, params: dict[str, str], args, out: Path
     cmd = [str(RUNNER), "--model-repo", str(folder), "--events", str(events), "--out", str(out)]
     cmd += ["--repeat", str(args.repeat), "--summary", str(summary)]
     cmd += ["--warmup-rows", str(args.warmup_rows)]
+    if args.jit_optimize:
+        cmd.append("--jit-optimize")
     for k, v in params.items():
         cmd += ["--param", f"{k}={v}"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -91,7 +93,8 @@ def run_rust(folder: Path, events: Path, params: dict[str, str], args, out: Path
 
 
 def run_python(folder: Path, features, module_ids, params: dict[str, str], args):
-    pipeline = reference.ReferencePipeline(folder / "1", reference.load_parameters(folder, params))
+    params = reference.load_parameters(folder, params)
+    pipeline = reference.ReferencePipeline(folder / "1", params, jit_optimize=args.jit_optimize)
     if args.warmup_rows:
         rows = slice(0, args.warmup_rows)
         pipeline.run(features[rows], None if module_ids is None else module_ids[rows])
@@ -119,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edges-per-spacepoint", type=float, default=10.0)
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--skip-python", action="store_true")
+    parser.add_argument(
+        "--jit-optimize", action="store_true", help="TorchScript executor optimisation on (both)"
+    )
     args = parser.parse_args(argv)
     if not RUNNER.exists():
         print(f"{RUNNER} missing: cargo build --release -p exatrkx-pipeline --examples")

@@ -49,6 +49,10 @@ struct Args {
     /// Also fit the tracks (TRACKS output) and time it.
     #[arg(long)]
     fit: bool,
+    /// Let TorchScript's graph executor optimise (re-specialise) the networks per input shape;
+    /// off by default, as in the backend (every event brings new shapes).
+    #[arg(long)]
+    jit_optimize: bool,
 }
 
 fn model_folder(repo: &Path, name: &str) -> Result<PathBuf> {
@@ -88,6 +92,7 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
         .with_writer(std::io::stderr)
         .init();
+    tch::jit::set_graph_executor_optimize(args.jit_optimize);
     let folder = model_folder(&args.model_repo, &args.model_name)?;
     let mut cfg = PipelineConfig::from_model_folder(&folder, &args.version)?;
     for item in &args.params {

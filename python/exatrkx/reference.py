@@ -522,13 +522,17 @@ class ReferenceResult:
 
 
 class ReferencePipeline:
-    """Loads the models of a model version folder once; `run` processes one event."""
+    """Loads the models of a model version folder once; `run` processes one event.
 
-    def __init__(self, version_dir: Path, params: PipelineParameters):
+    `jit_optimize` lets TorchScript's graph executor re-specialise the networks to each new
+    input shape; off by default, as in the Triton backend (every event brings new shapes)."""
+
+    def __init__(self, version_dir: Path, params: PipelineParameters, jit_optimize: bool = False):
         params.validate()
         if params.precision == "fp16":
             raise ValueError("parameter 'precision' = 'fp16' needs a GPU; use bf16 or fp32")
         self.params = params
+        self.jit_optimize = jit_optimize
         self.dtype = torch.bfloat16 if params.precision == "bf16" else torch.float32
         version_dir = Path(version_dir)
 
@@ -573,7 +577,7 @@ class ReferencePipeline:
             timings[stage] = time.perf_counter() - start
             return result
 
-        with torch.no_grad():
+        with torch.no_grad(), torch.jit.optimized_execution(self.jit_optimize):
             x = torch.from_numpy(features).to(self.dtype)
             if n == 0:
                 edge_index = np.zeros((2, 0), dtype=np.int64)
