@@ -2,9 +2,13 @@
 //! exactly (same edge set as the all-pairs definition), in time linear in the spacepoints.
 //!
 //! The points are counting-sorted into cubic cells over the first three embedding dimensions.
-//! A cell is slightly wider than the radius, so every neighbour of a point lies in the 3x3x3
-//! block of cells around it, and every candidate there is tested with the full-dimension f64
-//! distance of the definition. Queries run in parallel over blocks of the sorted points.
+//! A cell is slightly wider than the radius (wider still when the box would need too many
+//! cells), so every neighbour of a point lies in the 3x3x3 block of cells around it, and every
+//! candidate there is tested with the full-dimension f64 distance of the definition. Queries
+//! run in parallel over blocks of the sorted points; each keeps the members of its list that it
+//! is the source of. A pair dropped by one end's `knn` cut but kept by the other is added back
+//! to the dropped end when that end is the source. The edges are then written source by source
+//! in index order, already sorted: no pair list, no global sort.
 use rayon::prelude::*;
 
 use crate::edges::starts_at;
