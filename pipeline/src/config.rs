@@ -1,5 +1,5 @@
 //! Pipeline settings: one parser for Triton parameters, CLI `--param key=value` and tests.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{PipelineError, Result};
 
@@ -257,6 +257,111 @@ impl PipelineConfig {
     pub fn module_map_path(&self) -> PathBuf {
         self.model_dir.join(&self.module_map)
     }
+
+    /// Settings of a Triton model folder: the `parameters` of `folder/config.pbtxt` that the
+    /// pipeline knows (others belong to the backend), models in `folder/version`.
+    pub fn from_model_folder(folder: &Path, version: &str) -> Result<Self> {
+        let path = folder.join("config.pbtxt");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| PipelineError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut cfg = Self {
+            model_dir: folder.join(version),
+            ..Self::default()
+        };
+        for (key, value) in pbtxt_parameters(&text) {
+            if PARAMETER_KEYS.contains(&key.as_str()) {
+                cfg.set(&key, &value)?;
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// Tokens of protobuf text format, as far as `parameters` entries need them.
+#[derive(Debug, PartialEq)]
+enum Token {
+    Ident(String),
+    Str(String),
+    Punct(char),
+}
+
+fn pbtxt_tokens(text: &str) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {}
+            '#' => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '"' | '\'' => {
+                let mut s = String::new();
+                while let Some(d) = chars.next() {
+                    match d {
+                        '\\' => match chars.next() {
+                            Some('n') => s.push('\n'),
+                            Some('t') => s.push('\t'),
+                            Some(e) => s.push(e),
+                            None => {}
+                        },
+                        d if d == c => break,
+                        d => s.push(d),
+                    }
+                }
+                tokens.push(Token::Str(s));
+            }
+            c if c.is_ascii_alphabetic() || c == '_' => {
+                let mut s = String::from(c);
+                while let Some(&d) = chars.peek() {
+                    if d.is_ascii_alphanumeric() || d == '_' {
+                        s.push(d);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                tokens.push(Token::Ident(s));
+            }
+            c => tokens.push(Token::Punct(c)),
+        }
+    }
+    tokens
+}
+
+/// The `parameters { key: "K" value: { string_value: "V" } }` entries of a Triton
+/// `config.pbtxt`, also in the list form `parameters: [ {...}, {...} ]`, in file order.
+pub fn pbtxt_parameters(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    // Within the value of a top-level `parameters` field.
+    let mut inside = false;
+    let mut key: Option<String> = None;
+    let mut last_ident = String::new();
+    for token in pbtxt_tokens(text) {
+        match token {
+            Token::Punct('{' | '[') => depth += 1,
+            Token::Punct('}' | ']') => {
+                depth -= 1;
+                inside = inside && depth > 0;
+            }
+            Token::Ident(name) => {
+                inside = inside || (name == "parameters" && depth == 0);
+                last_ident = name;
+            }
+            Token::Str(s) if inside && last_ident == "key" => key = Some(s),
+            Token::Str(s) if inside && last_ident == "string_value" => {
+                if let Some(key) = key.take() {
+                    out.push((key, s));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -321,6 +426,30 @@ mod tests {
         assert!(
             err.contains("no_such_key") && err.contains("radius"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn pbtxt_parameters_in_block_and_list_form() {
+        let text = r#"
+            name: "exatrkx"  # a comment with parameters { key: "x" }
+            input [ { name: "FEATURES" dims: [ -1, -1 ] } ]
+            parameters { key: "radius" value: { string_value: "0.2" } }
+            parameters {
+              key: "track_builder"
+              value { string_value: "walkthrough" }
+            }
+            parameters: [ { key: "knn" value: { string_value: "7" } },
+                          { key: "escaped" value: { string_value: "a\"b" } } ]
+        "#;
+        assert_eq!(
+            pbtxt_parameters(text),
+            vec![
+                ("radius".to_string(), "0.2".to_string()),
+                ("track_builder".to_string(), "walkthrough".to_string()),
+                ("knn".to_string(), "7".to_string()),
+                ("escaped".to_string(), "a\"b".to_string()),
+            ]
         );
     }
 

@@ -1,14 +1,31 @@
 //! The ExaTrkX inference pipeline, free of Triton: features of one event in, one track label
 //! per spacepoint out. Used by the backend, the CLI, tests and benchmarks.
 //!
-//! Contracts (features, edge convention, parameters, model interfaces): `docs/DESIGN.md`.
+//! Stages, one module each, behind the interfaces of `stage`: `embedding` (metric learning),
+//! graph construction by `frnn` (radius graph on a grid) or `module_map`, `edge_classifier`
+//! (filter, GNN), `track_building` (connected components, walkthrough), `fit` (helix
+//! parameters); `pipeline` composes them. Contracts (features, edge convention, parameters,
+//! model interfaces): `docs/DESIGN.md`.
 
 mod config;
+pub mod edge_classifier;
+pub mod edges;
+pub mod embedding;
 mod error;
+mod event;
+pub mod fit;
+pub mod frnn;
+mod model;
+pub mod module_map;
+pub mod npy;
 mod pipeline;
+pub mod stage;
+pub mod track_building;
 
 pub use config::{
     DeviceKind, GraphMethod, PipelineConfig, Precision, TrackBuilder, PARAMETER_KEYS,
 };
 pub use error::{PipelineError, Result};
-pub use pipeline::{EventInput, EventOutput, OutputRequest, Pipeline, StageTiming, TrackParams};
+pub use event::{EventInput, EventOutput, OutputRequest, StageTiming, TrackParams};
+pub use pipeline::Pipeline;
+pub use stage::{ExecutionContext, TrackLabels};

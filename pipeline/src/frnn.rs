@@ -1,0 +1,544 @@
+//! Fixed-radius neighbours in the embedding space on a grid: the radius graph of docs/DESIGN.md,
+//! exactly (same edge set as the all-pairs definition), in time linear in the spacepoints.
+//!
+//! The points are counting-sorted into cubic cells over the first three embedding dimensions.
+//! A cell is slightly wider than the radius (wider still when the box would need too many
+//! cells), so every neighbour of a point lies in the 3x3x3 block of cells around it, and every
+//! candidate there is tested with the full-dimension f64 distance of the definition. Queries
+//! run in parallel over blocks of the sorted points; each keeps the members of its list that it
+//! is the source of. A pair dropped by one end's `knn` cut but kept by the other is added back
+//! to the dropped end when that end is the source. The edges are then written source by source
+//! in index order, already sorted: no pair list, no global sort.
+use rayon::prelude::*;
+
+use crate::edges::starts_at;
+use crate::error::{PipelineError, Result};
+use crate::stage::{edge_tensor, host_slice, EventData, ExecutionContext, GraphConstruction};
+
+/// Settings of the radius graph.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RadiusGraphConfig {
+    /// Neighbourhood radius in the embedding space (> 0).
+    pub radius: f32,
+    /// Neighbours kept per spacepoint, nearest first (>= 1).
+    pub knn: usize,
+}
+
+/// Neighbour order of the definition: by squared distance, then by index.
+type Key = (f64, u32);
+
+#[inline]
+fn key_less(a: Key, b: Key) -> bool {
+    a.0 < b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+/// Squared distance accumulated in f64 over the dimensions in order, when below `r2`.
+/// Stopping early is exact: the partial sums of non-negative terms never decrease.
+#[inline]
+fn distance2_below(a: &[f32], b: &[f32], r2: f64) -> Option<f64> {
+    let head = a.len().min(3);
+    let mut d2 = 0.0f64;
+    for k in 0..head {
+        let d = a[k] as f64 - b[k] as f64;
+        d2 += d * d;
+    }
+    if d2 >= r2 {
+        return None;
+    }
+    for k in head..a.len() {
+        let d = a[k] as f64 - b[k] as f64;
+        d2 += d * d;
+    }
+    (d2 < r2).then_some(d2)
+}
+
+/// Relative widening of the cells beyond the radius: covers the rounding of the cell index
+/// computation, far above f64 precision and far below any effect on speed.
+const CELL_MARGIN: f64 = 1e-6;
+/// Points per block of queries handed to one rayon task.
+const QUERY_BLOCK: usize = 512;
+
+/// The counting-sorted grid over the first (up to) three dimensions.
+struct Grid {
+    dim: usize,
+    lo: [f64; 3],
+    cell: f64,
+    shape: [usize; 3],
+    /// `cell_start[c]..cell_start[c + 1]`: the sorted positions of the points in cell `c`.
+    cell_start: Vec<u32>,
+    /// Original index of the point at each sorted position.
+    order: Vec<u32>,
+    /// Coordinates in sorted order, `dim` per point.
+    sorted: Vec<f32>,
+}
+
+impl Grid {
+    fn new(points: &[f32], dim: usize, radius: f32) -> Self {
+        let n = points.len() / dim;
+        let grid_dims = dim.min(3);
+        let mut lo = [0.0f64; 3];
+        let mut hi = [0.0f64; 3];
+        for k in 0..grid_dims {
+            let (mut a, mut b) = (f64::INFINITY, f64::NEG_INFINITY);
+            for p in points.chunks_exact(dim) {
+                a = a.min(p[k] as f64);
+                b = b.max(p[k] as f64);
+            }
+            lo[k] = a;
+            hi[k] = b;
+        }
+        // Cells at least the radius wide; wider when the box would need too many cells
+        // (embeddings often fill a thin shell of the box, so allow many empty cells).
+        let max_cells = (32 * n).max(1 << 16) as f64;
+        let mut cell = radius as f64 * (1.0 + CELL_MARGIN);
+        let mut shape = [1usize; 3];
+        loop {
+            let mut total = 1.0f64;
+            for k in 0..grid_dims {
+                let cells = ((hi[k] - lo[k]) / cell).floor() + 1.0;
+                total *= cells;
+                shape[k] = cells.min(usize::MAX as f64 / 4.0) as usize;
+            }
+            if total <= max_cells {
+                break;
+            }
+            cell *= (total / max_cells).powf(1.0 / grid_dims as f64) * 1.01;
+        }
+        let mut grid = Grid {
+            dim,
+            lo,
+            cell,
+            shape,
+            cell_start: Vec::new(),
+            order: Vec::new(),
+            sorted: Vec::new(),
+        };
+        let ncells = shape.iter().product::<usize>();
+        let cells: Vec<u32> = points
+            .par_chunks_exact(dim)
+            .map(|p| grid.linear(grid.cell_of(p)) as u32)
+            .collect();
+        let mut start = vec![0u32; ncells + 1];
+        for &c in &cells {
+            start[c as usize + 1] += 1;
+        }
+        for c in 0..ncells {
+            start[c + 1] += start[c];
+        }
+        let mut fill = start.clone();
+        let mut order = vec![0u32; n];
+        for (i, &c) in cells.iter().enumerate() {
+            let slot = &mut fill[c as usize];
+            order[*slot as usize] = i as u32;
+            *slot += 1;
+        }
+        let mut sorted = vec![0f32; n * dim];
+        sorted
+            .par_chunks_exact_mut(dim)
+            .zip(order.par_iter())
+            .for_each(|(dst, &i)| {
+                dst.copy_from_slice(&points[i as usize * dim..(i as usize + 1) * dim])
+            });
+        grid.cell_start = start;
+        grid.order = order;
+        grid.sorted = sorted;
+        grid
+    }
+
+    #[inline]
+    fn cell_of(&self, p: &[f32]) -> [usize; 3] {
+        let mut c = [0usize; 3];
+        for k in 0..self.dim.min(3) {
+            let x = ((p[k] as f64 - self.lo[k]) / self.cell).floor();
+            c[k] = (x.max(0.0) as usize).min(self.shape[k] - 1);
+        }
+        c
+    }
+
+    #[inline]
+    fn linear(&self, c: [usize; 3]) -> usize {
+        (c[0] * self.shape[1] + c[1]) * self.shape[2] + c[2]
+    }
+
+    fn point(&self, pos: usize) -> &[f32] {
+        &self.sorted[pos * self.dim..(pos + 1) * self.dim]
+    }
+}
+
+impl Grid {
+    /// Every other point within the radius of the point at sorted position `pos`, as
+    /// (d2, original index), appended to `near`.
+    fn within(&self, pos: usize, r2: f64, near: &mut Vec<Key>) {
+        let q = self.point(pos);
+        let c = self.cell_of(q);
+        let lo_hi = |k: usize| (c[k].saturating_sub(1), (c[k] + 1).min(self.shape[k] - 1));
+        let ((a0, b0), (a1, b1), (a2, b2)) = (lo_hi(0), lo_hi(1), lo_hi(2));
+        for c0 in a0..=b0 {
+            for c1 in a1..=b1 {
+                // The cells along the last grid axis are adjacent in memory: one range.
+                let from = self.cell_start[self.linear([c0, c1, a2])] as usize;
+                let to = self.cell_start[self.linear([c0, c1, b2]) + 1] as usize;
+                for cand in from..to {
+                    if cand != pos {
+                        if let Some(d2) = distance2_below(q, self.point(cand), r2) {
+                            near.push((d2, self.order[cand]));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Order `near` so that `N(i)`, its nearest `knn`, comes first; the key of the last one kept
+/// when the list had to be cut.
+fn cut_to_knn(near: &mut [Key], knn: usize) -> Option<Key> {
+    if near.len() <= knn {
+        return None;
+    }
+    near.select_nth_unstable_by(knn - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    Some(near[knn - 1])
+}
+
+/// Edge targets found for one block of queries (in grid order).
+struct BlockTargets {
+    /// Original index of each query and how many targets it starts.
+    queries: Vec<(u32, u32)>,
+    /// The targets, sorted, query after query.
+    targets: Vec<u32>,
+    /// Queries whose neighbour list was cut at `knn`, with the key of the last one kept and
+    /// the range of their dropped neighbours in `dropped`.
+    cut: Vec<(u32, Key, std::ops::Range<usize>)>,
+    dropped: Vec<Key>,
+}
+
+/// The radius graph of docs/DESIGN.md in its edge convention: `[src..., dst...]` (`[2, E]`),
+/// each pair of the union of the neighbour lists once, `src` the smaller `radius_key` (then
+/// index), sorted by `(src, dst)`. `points` holds `dim` f32 coordinates per point, all finite.
+pub fn radius_graph(
+    points: &[f32],
+    dim: usize,
+    radius_key: &[f32],
+    cfg: &RadiusGraphConfig,
+) -> Vec<i64> {
+    assert!(dim > 0 && cfg.radius > 0.0 && cfg.knn > 0);
+    let n = points.len() / dim;
+    assert_eq!(radius_key.len(), n, "one radius key per point");
+    if n < 2 {
+        return Vec::new();
+    }
+    let r = cfg.radius as f64;
+    let r2 = r * r;
+    let grid = Grid::new(points, dim, cfg.radius);
+
+    // Pass 1: N(s) of every point, and the members of N(s) that s is the source of.
+    let blocks: Vec<BlockTargets> = (0..n.div_ceil(QUERY_BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let positions = b * QUERY_BLOCK..((b + 1) * QUERY_BLOCK).min(n);
+            let mut out = BlockTargets {
+                queries: Vec::with_capacity(positions.len()),
+                targets: Vec::new(),
+                cut: Vec::new(),
+                dropped: Vec::new(),
+            };
+            let mut near = Vec::new();
+            for pos in positions {
+                let s = grid.order[pos];
+                near.clear();
+                grid.within(pos, r2, &mut near);
+                if let Some(last) = cut_to_knn(&mut near, cfg.knn) {
+                    let from = out.dropped.len();
+                    out.dropped.extend_from_slice(&near[cfg.knn..]);
+                    out.cut.push((s, last, from..out.dropped.len()));
+                    near.truncate(cfg.knn);
+                }
+                let first = out.targets.len();
+                out.targets.extend(
+                    near.iter()
+                        .map(|k| k.1)
+                        .filter(|&d| starts_at(radius_key, s, d)),
+                );
+                out.targets[first..].sort_unstable();
+                out.queries.push((s, (out.targets.len() - first) as u32));
+            }
+            out
+        })
+        .collect();
+
+    // Pass 2, only for lists cut at knn: a pair {p, q} with q dropped from N(p) is still an
+    // edge when p is in N(q); when p is its source, p must emit it.
+    let mut last_kept: Vec<Option<Key>> = vec![None; n];
+    for block in &blocks {
+        for (p, key, _) in &block.cut {
+            last_kept[*p as usize] = Some(*key);
+        }
+    }
+    let in_list_of =
+        |q: u32, p: u32, d2: f64| last_kept[q as usize].is_none_or(|last| !key_less(last, (d2, p)));
+    let mut extra: Vec<(u32, Vec<u32>)> = blocks
+        .par_iter()
+        .flat_map_iter(|block| {
+            block.cut.iter().map(|(p, _, range)| {
+                let mut targets: Vec<u32> = block.dropped[range.clone()]
+                    .iter()
+                    .filter(|&&(d2, q)| in_list_of(q, *p, d2) && starts_at(radius_key, *p, q))
+                    .map(|k| k.1)
+                    .collect();
+                targets.sort_unstable();
+                (*p, targets)
+            })
+        })
+        .collect();
+    extra.sort_unstable_by_key(|e| e.0);
+    let extra_of = |s: u32| {
+        extra
+            .binary_search_by_key(&s, |e| e.0)
+            .map_or(&[][..], |k| extra[k].1.as_slice())
+    };
+
+    // Pass 3: targets of each source in index order; sources in blocks written in parallel.
+    let mut start = vec![0u32; n];
+    let mut count = vec![0u32; n];
+    let mut flat = Vec::with_capacity(blocks.iter().map(|b| b.targets.len()).sum());
+    for block in &blocks {
+        let mut offset = flat.len();
+        flat.extend_from_slice(&block.targets);
+        for &(s, c) in &block.queries {
+            start[s as usize] = offset as u32;
+            count[s as usize] = c;
+            offset += c as usize;
+        }
+    }
+    drop(blocks);
+    let edges_of = |s: u32| {
+        let from = start[s as usize] as usize;
+        &flat[from..from + count[s as usize] as usize]
+    };
+    let source_blocks: Vec<std::ops::Range<u32>> = (0..n.div_ceil(SOURCE_BLOCK))
+        .map(|b| (b * SOURCE_BLOCK) as u32..((b + 1) * SOURCE_BLOCK).min(n) as u32)
+        .collect();
+    let totals: Vec<usize> = source_blocks
+        .iter()
+        .map(|range| {
+            range
+                .clone()
+                .map(|s| count[s as usize] as usize + extra_of(s).len())
+                .sum()
+        })
+        .collect();
+    let e: usize = totals.iter().sum();
+    let mut index = vec![0i64; 2 * e];
+    let (mut src_rest, mut dst_rest) = index.split_at_mut(e);
+    let mut parts = Vec::with_capacity(source_blocks.len());
+    for (range, &t) in source_blocks.into_iter().zip(&totals) {
+        let (src, s_tail) = src_rest.split_at_mut(t);
+        let (dst, d_tail) = dst_rest.split_at_mut(t);
+        parts.push((range, src, dst));
+        src_rest = s_tail;
+        dst_rest = d_tail;
+    }
+    parts.into_par_iter().for_each(|(range, src, dst)| {
+        let mut k = 0;
+        for s in range {
+            let (own, more) = (edges_of(s), extra_of(s));
+            for (slot, &d) in dst[k..].iter_mut().zip(own.iter().chain(more)) {
+                *slot = d as i64;
+            }
+            let len = own.len() + more.len();
+            src[k..k + len].fill(s as i64);
+            if !more.is_empty() {
+                dst[k..k + len].sort_unstable();
+            }
+            k += len;
+        }
+    });
+    index
+}
+
+/// Sources handed to one rayon task when writing the edges.
+const SOURCE_BLOCK: usize = 4096;
+
+/// The radius graph stage: needs `embedding`, sets `edge_index`. CPU grid; on a GPU context it
+/// runs on a host copy of the embedding until a CUDA grid is added beside it.
+pub struct RadiusGraph {
+    pub cfg: RadiusGraphConfig,
+}
+
+impl GraphConstruction for RadiusGraph {
+    fn build(&self, ctx: &ExecutionContext, event: &mut EventData) -> Result<()> {
+        let embedding = event.embedding.as_ref().ok_or_else(|| {
+            PipelineError::Config("the radius graph needs the embedding stage to run first".into())
+        })?;
+        let dim = embedding.size().get(1).copied().unwrap_or(0) as usize;
+        let points = host_slice::<f32>(embedding, "graph")?;
+        if let Some(i) = points.iter().position(|v| !v.is_finite()) {
+            return Err(PipelineError::Input(format!(
+                "the embedding model gave a non-finite value ({}) for spacepoint {}",
+                points[i],
+                i / dim.max(1)
+            )));
+        }
+        let index = if dim == 0 {
+            Vec::new()
+        } else {
+            radius_graph(&points, dim, &event.radius_key, &self.cfg)
+        };
+        event.edge_index = edge_tensor(&index, ctx.torch_device(), "graph")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::edges::orient_and_sort;
+
+    /// The definition of docs/DESIGN.md, all pairs.
+    pub(crate) fn brute_force(
+        points: &[f32],
+        dim: usize,
+        radius: f32,
+        knn: usize,
+    ) -> BTreeSet<(u32, u32)> {
+        let n = points.len() / dim;
+        let r2 = (radius as f64) * (radius as f64);
+        let mut pairs = BTreeSet::new();
+        for i in 0..n {
+            let mut near: Vec<Key> = Vec::new();
+            for j in 0..n {
+                if j == i {
+                    continue;
+                }
+                let mut d2 = 0.0f64;
+                for k in 0..dim {
+                    let d = points[i * dim + k] as f64 - points[j * dim + k] as f64;
+                    d2 += d * d;
+                }
+                if d2 < r2 {
+                    near.push((d2, j as u32));
+                }
+            }
+            near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            for &(_, j) in near.iter().take(knn) {
+                pairs.insert((i.min(j as usize) as u32, i.max(j as usize) as u32));
+            }
+        }
+        pairs
+    }
+
+    /// The grid's edges, checked against the brute-force definition oriented and sorted by
+    /// the shared convention (radius keys with ties), as a set of unordered pairs.
+    fn grid_pairs(points: &[f32], dim: usize, radius: f32, knn: usize) -> BTreeSet<(u32, u32)> {
+        let n = points.len() / dim;
+        let key: Vec<f32> = (0..n).map(|i| (i * 37 % 11) as f32 * 0.1).collect();
+        let got = radius_graph(points, dim, &key, &RadiusGraphConfig { radius, knn });
+        let expected: Vec<[u32; 2]> = brute_force(points, dim, radius, knn)
+            .into_iter()
+            .map(|(a, b)| [a, b])
+            .collect();
+        assert_eq!(
+            got,
+            orient_and_sort(&key, &expected),
+            "dim {dim} radius {radius} knn {knn}"
+        );
+        expected.iter().map(|&[a, b]| (a, b)).collect()
+    }
+
+    /// Random clouds with clusters, exact duplicates and points on a lattice (exact ties).
+    fn cloud(rng: &mut ChaCha8Rng, n: usize, dim: usize) -> Vec<f32> {
+        let mut points = Vec::with_capacity(n * dim);
+        for i in 0..n {
+            match i % 5 {
+                // duplicate of an earlier point
+                0 if i > 0 => {
+                    let j = rng.gen_range(0..i);
+                    points.extend_from_within(j * dim..(j + 1) * dim);
+                }
+                // lattice points at multiples of 0.125: many equal distances
+                1 => points.extend((0..dim).map(|_| rng.gen_range(0..8) as f32 * 0.125)),
+                _ => points.extend((0..dim).map(|_| rng.gen_range(-0.2f32..1.2))),
+            }
+        }
+        points
+    }
+
+    #[test]
+    fn grid_equals_brute_force_on_random_clouds() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for dim in [2usize, 3, 4, 8, 12] {
+            for radius in [0.0625f32, 0.125, 0.3, 0.75] {
+                for knn in [1usize, 3, 10, 1000] {
+                    let n = rng.gen_range(30..300);
+                    let points = cloud(&mut rng, n, dim);
+                    grid_pairs(&points, dim, radius, knn);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ties_at_the_radius_are_excluded_and_knn_ties_break_by_index() {
+        // Points on a line at spacing 0.25: distance exactly equal to the radius is no edge.
+        let points: Vec<f32> = (0..6).map(|i| i as f32 * 0.25).collect();
+        let pairs = grid_pairs(&points, 1, 0.25, 10);
+        assert!(pairs.is_empty(), "{pairs:?}");
+        let pairs = grid_pairs(&points, 1, 0.26, 10);
+        assert_eq!(pairs.len(), 5);
+        // Point 0 at the centre, 1..=4 at equal distance: knn = 1 keeps only 1 for point 0
+        // (tie broken by index), but 0 is the nearest of each of 1..=4: all four edges exist.
+        let points = [0.0f32, 0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 1.0, 0.0, -1.0];
+        let pairs = grid_pairs(&points, 2, 1.1, 1);
+        assert_eq!(
+            pairs,
+            [(0, 1), (0, 2), (0, 3), (0, 4)].into_iter().collect()
+        );
+    }
+
+    #[test]
+    fn empty_tiny_and_identical_inputs() {
+        assert!(grid_pairs(&[], 3, 0.1, 5).is_empty());
+        assert!(grid_pairs(&[0.5, 0.5, 0.5], 3, 0.1, 5).is_empty());
+        assert_eq!(
+            grid_pairs(&[0.5, 0.5, 0.5, 0.5, 0.5, 0.5], 3, 0.1, 5).len(),
+            1
+        );
+        // 40 copies of one point: all pairs, or per-point caps.
+        let same = vec![0.25f32; 40 * 4];
+        assert_eq!(grid_pairs(&same, 4, 0.1, 100).len(), 40 * 39 / 2);
+        // knn 3 with all distances 0: N(i) is the three smallest other indices, so the pairs
+        // within {0, 1, 2, 3} and every other point with 0, 1 and 2.
+        assert_eq!(grid_pairs(&same, 4, 0.1, 3).len(), 6 + 36 * 3);
+    }
+
+    #[test]
+    fn spread_out_points_use_wider_cells() {
+        // A radius far below the extent: the cell count is capped and the result stays exact.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut points: Vec<f32> = (0..400 * 3).map(|_| rng.gen_range(-1e4f32..1e4)).collect();
+        points.extend_from_slice(&[0.0, 0.0, 0.0, 1e-4, 0.0, 0.0]);
+        assert!(grid_pairs(&points, 3, 1e-3, 10).contains(&(400, 401)));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn grid_equals_brute_force(
+            dim in 2usize..=12,
+            n in 0usize..120,
+            radius in 0.05f32..1.0,
+            knn in 1usize..20,
+            seed in any::<u64>(),
+        ) {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let points = cloud(&mut rng, n, dim);
+            grid_pairs(&points, dim, radius, knn);
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! Track building on the classified graph (the edges above the GNN cut and their scores).
+//!
+//! - Connected components: every weakly connected component is a track.
+//! - Walkthrough ("CC & walk"): components that are simple paths (in- and out-degree at most
+//!   1, no cycle) are tracks as they are. On the other components each spacepoint keeps its best
+//!   outgoing edge above `walk_min_cut` (ties: the smaller target index) and every outgoing edge
+//!   above `walk_high_cut`; edges going backwards in a topological order (only possible in a
+//!   graph with cycles) are dropped. In topological order (Kahn's algorithm, smallest index
+//!   first), every spacepoint not yet used starts a walk: the longest path from it over unused
+//!   spacepoints (ties: the higher edge score, then the smaller index). A path long enough is a
+//!   track and its spacepoints become used; otherwise only the start is marked used.
+//!
+//! Tracks with fewer than `min_track_length` (and never fewer than 2) spacepoints are dropped.
+//! Tracks are numbered by their smallest spacepoint index, so labels are deterministic.
+//! `python/exatrkx/reference.py` implements the same definitions.
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::error::Result;
+use crate::stage::{host_slice, EventData, ExecutionContext, TrackBuilding, TrackLabels};
+
+/// Settings of the walkthrough.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WalkthroughConfig {
+    /// Lowest score an edge may be followed at.
+    pub min_cut: f32,
+    /// Score above which every edge is kept for the walk.
+    pub high_cut: f32,
+    pub min_track_length: usize,
+}
+
+/// Union-find with path halving; the smaller index becomes the root.
+struct DisjointSets {
+    parent: Vec<u32>,
+}
+
+impl DisjointSets {
+    fn new(n: usize) -> Self {
+        Self {
+            parent: (0..n as u32).collect(),
+        }
+    }
+
+    fn find(&mut self, mut i: u32) -> u32 {
+        while self.parent[i as usize] != i {
+            let grand = self.parent[self.parent[i as usize] as usize];
+            self.parent[i as usize] = grand;
+            i = grand;
+        }
+        i
+    }
+
+    fn union(&mut self, a: u32, b: u32) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.parent[ra.max(rb) as usize] = ra.min(rb);
+        }
+    }
+
+    /// Component root of every element.
+    fn roots(mut self) -> Vec<u32> {
+        (0..self.parent.len() as u32)
+            .map(|i| self.find(i))
+            .collect()
+    }
+}
+
+/// Labels from a component id per spacepoint (`u32::MAX` for none) and a predicate on the
+/// component's size: tracks numbered by their smallest member.
+fn label_components(component: &[u32], keep: impl Fn(u32) -> bool) -> TrackLabels {
+    let n = component.len();
+    let mut label_of = vec![-1i64; n];
+    let mut labels = vec![-1i64; n];
+    let mut next = 0i64;
+    for i in 0..n {
+        let c = component[i];
+        if c == u32::MAX || !keep(c) {
+            continue;
+        }
+        if label_of[c as usize] < 0 {
+            label_of[c as usize] = next;
+            next += 1;
+        }
+        labels[i] = label_of[c as usize];
+    }
+    TrackLabels {
+        labels,
+        num_tracks: next as usize,
+    }
+}
+
+/// Weakly connected components with at least `max(min_track_length, 2)` spacepoints.
+pub fn connected_components(
+    n: usize,
+    src: &[i64],
+    dst: &[i64],
+    min_track_length: usize,
+) -> TrackLabels {
+    let mut sets = DisjointSets::new(n);
+    for (&a, &b) in src.iter().zip(dst) {
+        sets.union(a as u32, b as u32);
+    }
+    let roots = sets.roots();
+    let mut size = vec![0u32; n];
+    for &r in &roots {
+        size[r as usize] += 1;
+    }
+    let min_len = min_track_length.max(2) as u32;
+    label_components(&roots, |r| size[r as usize] >= min_len)
+}
+
+/// Outgoing adjacency in compressed rows: `targets[offsets[u]..offsets[u + 1]]`.
+struct Adjacency {
+    offsets: Vec<u32>,
+    targets: Vec<(u32, f32)>,
+}
+
+impl Adjacency {
+    fn new(n: usize, edges: impl Iterator<Item = (u32, u32, f32)> + Clone) -> Self {
+        let mut offsets = vec![0u32; n + 1];
+        for (s, _, _) in edges.clone() {
+            offsets[s as usize + 1] += 1;
+        }
+        for i in 0..n {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut fill = offsets.clone();
+        let mut targets = vec![(0u32, 0f32); offsets[n] as usize];
+        for (s, d, w) in edges {
+            targets[fill[s as usize] as usize] = (d, w);
+            fill[s as usize] += 1;
+        }
+        Self { offsets, targets }
+    }
+
+    fn out(&self, u: u32) -> &[(u32, f32)] {
+        &self.targets[self.offsets[u as usize] as usize..self.offsets[u as usize + 1] as usize]
+    }
+}
+
+/// The walkthrough of the module documentation.
+pub fn walkthrough(
+    n: usize,
+    src: &[i64],
+    dst: &[i64],
+    scores: &[f32],
+    cfg: &WalkthroughConfig,
+) -> TrackLabels {
+    let min_len = cfg.min_track_length.max(2);
+    let edges = || {
+        src.iter()
+            .zip(dst)
+            .zip(scores)
+            .map(|((&s, &d), &w)| (s as u32, d as u32, w))
+    };
+
+    // Components that are simple paths.
+    let mut sets = DisjointSets::new(n);
+    let mut in_deg = vec![0u32; n];
+    let mut out_deg = vec![0u32; n];
+    for (s, d, _) in edges() {
+        sets.union(s, d);
+        out_deg[s as usize] += 1;
+        in_deg[d as usize] += 1;
+    }
+    let roots = sets.roots();
+    let mut nodes = vec![0u32; n];
+    let mut edge_count = vec![0u32; n];
+    let mut branching = vec![false; n];
+    for i in 0..n {
+        let r = roots[i] as usize;
+        nodes[r] += 1;
+        branching[r] |= in_deg[i] > 1 || out_deg[i] > 1;
+    }
+    for (s, _, _) in edges() {
+        edge_count[roots[s as usize] as usize] += 1;
+    }
+    let simple = |r: usize| nodes[r] >= 2 && !branching[r] && edge_count[r] + 1 == nodes[r];
+
+    let mut track_of = vec![u32::MAX; n];
+    let mut num_tracks = 0u32;
+    let mut path_track = vec![u32::MAX; n];
+    // Spacepoints left to the walk: those in components with edges that are not simple paths.
+    let mut walk_node = vec![false; n];
+    for i in 0..n {
+        let r = roots[i] as usize;
+        if simple(r) {
+            if nodes[r] as usize >= min_len {
+                if path_track[r] == u32::MAX {
+                    path_track[r] = num_tracks;
+                    num_tracks += 1;
+                }
+                track_of[i] = path_track[r];
+            }
+        } else if nodes[r] >= 2 {
+            walk_node[i] = true;
+        }
+    }
+
+    // The pruned walk graph: best edge above min_cut and every edge above high_cut.
+    let all = Adjacency::new(n, edges().filter(|&(s, _, _)| walk_node[s as usize]));
+    let mut kept: Vec<(u32, u32, f32)> = Vec::new();
+    for u in (0..n as u32).filter(|&u| walk_node[u as usize]) {
+        let mut best: Option<(u32, f32)> = None;
+        for &(d, w) in all.out(u) {
+            if w > cfg.min_cut && best.is_none_or(|(bd, bw)| w > bw || (w == bw && d < bd)) {
+                best = Some((d, w));
+            }
+        }
+        for &(d, w) in all.out(u) {
+            if Some((d, w)) == best || w > cfg.high_cut {
+                kept.push((u, d, w));
+            }
+        }
+    }
+
+    // Topological order (Kahn, smallest index first); nodes on cycles follow in index order.
+    let mut indeg = vec![0u32; n];
+    for &(_, d, _) in &kept {
+        indeg[d as usize] += 1;
+    }
+    let walk = Adjacency::new(n, kept.iter().copied());
+    let mut heap: BinaryHeap<Reverse<u32>> = (0..n as u32)
+        .filter(|&u| walk_node[u as usize] && indeg[u as usize] == 0)
+        .map(Reverse)
+        .collect();
+    let mut order = Vec::new();
+    let mut placed = vec![false; n];
+    while let Some(Reverse(u)) = heap.pop() {
+        order.push(u);
+        placed[u as usize] = true;
+        for &(d, _) in walk.out(u) {
+            indeg[d as usize] -= 1;
+            if indeg[d as usize] == 0 {
+                heap.push(Reverse(d));
+            }
+        }
+    }
+    order.extend((0..n as u32).filter(|&u| walk_node[u as usize] && !placed[u as usize]));
+    let mut position = vec![u32::MAX; n];
+    for (k, &u) in order.iter().enumerate() {
+        position[u as usize] = k as u32;
+    }
+    let forward = |u: u32, d: u32| position[u as usize] < position[d as usize];
+
+    // Walks: longest path from each unused start over unused spacepoints.
+    let mut used = vec![false; n];
+    let mut stamp = vec![u32::MAX; n];
+    let mut length = vec![0u32; n];
+    let mut next = vec![u32::MAX; n];
+    let mut reached: Vec<u32> = Vec::new();
+    let mut stack: Vec<u32> = Vec::new();
+    for (walk_id, &start) in order.iter().enumerate() {
+        if used[start as usize] {
+            continue;
+        }
+        let walk_id = walk_id as u32;
+        // Spacepoints reachable from the start over unused ones.
+        reached.clear();
+        stack.push(start);
+        stamp[start as usize] = walk_id;
+        while let Some(u) = stack.pop() {
+            reached.push(u);
+            for &(d, _) in walk.out(u) {
+                if !used[d as usize] && forward(u, d) && stamp[d as usize] != walk_id {
+                    stamp[d as usize] = walk_id;
+                    stack.push(d);
+                }
+            }
+        }
+        // Longest path lengths, latest in topological order first.
+        reached.sort_unstable_by_key(|&u| Reverse(position[u as usize]));
+        for &u in &reached {
+            let mut best: Option<(u32, f32, u32)> = None;
+            for &(d, w) in walk.out(u) {
+                if used[d as usize] || !forward(u, d) || stamp[d as usize] != walk_id {
+                    continue;
+                }
+                let l = length[d as usize];
+                let better = match best {
+                    None => true,
+                    Some((bl, bw, bd)) => l > bl || (l == bl && (w > bw || (w == bw && d < bd))),
+                };
+                if better {
+                    best = Some((l, w, d));
+                }
+            }
+            length[u as usize] = 1 + best.map_or(0, |b| b.0);
+            next[u as usize] = best.map_or(u32::MAX, |b| b.2);
+        }
+        if length[start as usize] as usize >= min_len {
+            let mut u = start;
+            while u != u32::MAX {
+                used[u as usize] = true;
+                track_of[u as usize] = num_tracks;
+                u = next[u as usize];
+            }
+            num_tracks += 1;
+        } else {
+            used[start as usize] = true;
+        }
+    }
+    label_components(&track_of, |_| true)
+}
+
+/// Connected components on the CPU (a GPU version goes beside it).
+pub struct ConnectedComponents {
+    pub min_track_length: usize,
+}
+
+impl TrackBuilding for ConnectedComponents {
+    fn build_tracks(&self, _ctx: &ExecutionContext, event: &EventData) -> Result<TrackLabels> {
+        let index = host_slice::<i64>(&event.edge_index, "tracks")?;
+        let (src, dst) = index.split_at(index.len() / 2);
+        // Components ignore the scores: every edge here passed the GNN cut.
+        Ok(connected_components(
+            event.num_spacepoints(),
+            src,
+            dst,
+            self.min_track_length,
+        ))
+    }
+}
+
+/// The walkthrough on the CPU.
+pub struct Walkthrough {
+    pub cfg: WalkthroughConfig,
+}
+
+impl TrackBuilding for Walkthrough {
+    fn build_tracks(&self, _ctx: &ExecutionContext, event: &EventData) -> Result<TrackLabels> {
+        let index = host_slice::<i64>(&event.edge_index, "tracks")?;
+        let (src, dst) = index.split_at(index.len() / 2);
+        let scores = match &event.edge_scores {
+            Some(s) => host_slice::<f32>(s, "tracks")?.to_vec(),
+            None => vec![1.0; src.len()],
+        };
+        Ok(walkthrough(
+            event.num_spacepoints(),
+            src,
+            dst,
+            &scores,
+            &self.cfg,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cc(n: usize, edges: &[(i64, i64)], min_len: usize) -> Vec<i64> {
+        let (src, dst): (Vec<i64>, Vec<i64>) = edges.iter().copied().unzip();
+        let t = connected_components(n, &src, &dst, min_len);
+        assert_eq!(
+            t.num_tracks as i64,
+            t.labels.iter().max().map_or(0, |m| m + 1)
+        );
+        t.labels
+    }
+
+    fn walk(n: usize, edges: &[(i64, i64, f32)], min_len: usize) -> Vec<i64> {
+        let src: Vec<i64> = edges.iter().map(|e| e.0).collect();
+        let dst: Vec<i64> = edges.iter().map(|e| e.1).collect();
+        let w: Vec<f32> = edges.iter().map(|e| e.2).collect();
+        let cfg = WalkthroughConfig {
+            min_cut: 0.1,
+            high_cut: 0.6,
+            min_track_length: min_len,
+        };
+        let t = walkthrough(n, &src, &dst, &w, &cfg);
+        assert_eq!(
+            t.num_tracks as i64,
+            t.labels.iter().max().map_or(0, |m| m + 1)
+        );
+        t.labels
+    }
+
+    #[test]
+    fn components_of_chains_forks_cycles_and_isolated_nodes() {
+        // 0-1-2 chain, 3 isolated, 4-5 pair (too short), 6->7, 6->8, 8->9 fork, 10-11-12-10 cycle
+        let edges = [
+            (0, 1),
+            (1, 2),
+            (4, 5),
+            (6, 7),
+            (6, 8),
+            (8, 9),
+            (10, 11),
+            (11, 12),
+            (12, 10),
+        ];
+        assert_eq!(
+            cc(13, &edges, 3),
+            vec![0, 0, 0, -1, -1, -1, 1, 1, 1, 1, 2, 2, 2]
+        );
+        // min_track_length 2 keeps the pair; 1 still never makes a lone spacepoint a track.
+        assert_eq!(
+            cc(13, &edges, 1),
+            vec![0, 0, 0, -1, 1, 1, 2, 2, 2, 2, 3, 3, 3]
+        );
+        // Labels follow the smallest spacepoint of each track, not the edge order.
+        assert_eq!(
+            cc(5, &[(3, 4), (4, 2), (0, 1), (1, 2)], 3),
+            vec![0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            cc(6, &[(4, 5), (5, 3), (0, 1), (1, 2)], 3),
+            vec![0, 0, 0, 1, 1, 1]
+        );
+        assert_eq!(cc(0, &[], 3), Vec::<i64>::new());
+        assert_eq!(cc(3, &[], 3), vec![-1, -1, -1]);
+    }
+
+    #[test]
+    fn walkthrough_accepts_simple_paths_as_they_are() {
+        // Simple paths are tracks whatever their scores (they passed the GNN cut already).
+        let edges = [(0, 1, 0.05), (1, 2, 0.9), (2, 3, 0.3), (5, 6, 0.9)];
+        assert_eq!(walk(7, &edges, 3), vec![0, 0, 0, 0, -1, -1, -1]);
+        assert_eq!(walk(7, &edges, 2), vec![0, 0, 0, 0, -1, 1, 1]);
+    }
+
+    #[test]
+    fn walkthrough_splits_a_fork_by_scores() {
+        // 0->1->2->3 is the good track; 1->4->5 branches off at a lower score.
+        let edges = [
+            (0, 1, 0.9),
+            (1, 2, 0.8),
+            (2, 3, 0.9),
+            (1, 4, 0.3),
+            (4, 5, 0.9),
+        ];
+        assert_eq!(walk(6, &edges, 3), vec![0, 0, 0, 0, -1, -1]);
+        // A second edge above the high cut lets the walk take the longer branch.
+        let edges = [
+            (0, 1, 0.9),
+            (1, 2, 0.8),
+            (1, 4, 0.7),
+            (4, 5, 0.9),
+            (5, 6, 0.9),
+        ];
+        assert_eq!(walk(7, &edges, 3), vec![0, 0, -1, -1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn walkthrough_on_a_merge_and_low_scores() {
+        // Two chains merging at 2: 0->2 and 1->2, then 2->3->4. 0 comes first in topological
+        // order and takes the merged tail; 1 is left alone.
+        let edges = [(0, 2, 0.9), (1, 2, 0.9), (2, 3, 0.9), (3, 4, 0.9)];
+        assert_eq!(walk(5, &edges, 3), vec![0, -1, 0, 0, 0]);
+        // Edges at or below walk_min_cut are never followed.
+        let edges = [(0, 2, 0.9), (1, 2, 0.9), (2, 3, 0.1), (3, 4, 0.9)];
+        assert_eq!(walk(5, &edges, 3), vec![-1, -1, -1, -1, -1]);
+        assert_eq!(walk(5, &edges, 2), vec![0, -1, 0, 1, 1]);
+    }
+
+    #[test]
+    fn walkthrough_breaks_cycles_and_ties_deterministically() {
+        // A directed cycle is not a simple path; the walk still terminates and uses each
+        // spacepoint once: 0->1->2->3 (3->0 goes backwards).
+        let edges = [(0, 1, 0.9), (1, 2, 0.9), (2, 3, 0.9), (3, 0, 0.9)];
+        assert_eq!(walk(4, &edges, 3), vec![0, 0, 0, 0]);
+        // Equal scores and lengths: the smaller target wins.
+        let edges = [
+            (0, 1, 0.5),
+            (0, 2, 0.5),
+            (1, 3, 0.5),
+            (2, 4, 0.5),
+            (5, 6, 0.5),
+        ];
+        assert_eq!(walk(7, &edges, 3), vec![0, 0, -1, 0, -1, -1, -1]);
+    }
+}

@@ -1,0 +1,204 @@
+//! The public API on the committed fixture models: input checks, tiny events, optional
+//! outputs, settings that must fail at load time.
+use std::path::{Path, PathBuf};
+
+use exatrkx_pipeline::{npy, EventInput, OutputRequest, Pipeline, PipelineConfig, PipelineError};
+
+fn model_folder() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exatrkx")
+}
+
+fn config(params: &[(&str, &str)]) -> PipelineConfig {
+    let mut cfg = PipelineConfig::from_model_folder(&model_folder(), "1").unwrap();
+    for (k, v) in params {
+        cfg.set(k, v).unwrap();
+    }
+    cfg
+}
+
+fn fixture_event() -> (Vec<f32>, Vec<i64>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
+    let (shape, features) = npy::read::<f32>(&dir.join("event000000001-features.npy")).unwrap();
+    assert_eq!(shape[1], 9);
+    let (_, ids) = npy::read::<i64>(&dir.join("event000000001-module_ids.npy")).unwrap();
+    (features, ids)
+}
+
+fn input<'a>(features: &'a [f32], ids: Option<&'a [i64]>) -> EventInput<'a> {
+    EventInput {
+        features,
+        num_features: 9,
+        module_ids: ids,
+    }
+}
+
+#[test]
+fn pipeline_is_shareable_between_threads() {
+    fn check<T: Send + Sync>() {}
+    check::<Pipeline>();
+}
+
+#[test]
+fn config_pbtxt_parameters_are_applied() {
+    let cfg = config(&[]);
+    assert_eq!(cfg.knn, 32);
+    assert_eq!(cfg.filter_chunk, 4096);
+    assert_eq!(cfg.model_dir, model_folder().join("1"));
+}
+
+#[test]
+fn tiny_events_give_empty_or_unassigned_labels() {
+    let pipeline = Pipeline::new(config(&[])).unwrap();
+    let want = OutputRequest {
+        edges: true,
+        tracks: true,
+    };
+    let out = pipeline.run(&input(&[], None), want).unwrap();
+    assert!(out.labels.is_empty() && out.num_tracks == 0);
+    assert_eq!(out.edge_index, Some(vec![]));
+    assert_eq!(out.tracks.as_deref(), Some(&[][..]));
+    let (features, _) = fixture_event();
+    for n in 1..=2 {
+        let out = pipeline
+            .run(&input(&features[..9 * n], None), want)
+            .unwrap();
+        assert_eq!(out.labels, vec![-1; n]);
+        assert_eq!(out.graph_sizes[2] * 2, out.edge_index.unwrap().len());
+    }
+}
+
+#[test]
+fn bad_inputs_are_refused_with_clear_messages() {
+    let pipeline = Pipeline::new(config(&[("max_spacepoints", "1000")])).unwrap();
+    let (mut features, ids) = fixture_event();
+    let want = OutputRequest::default();
+    let err = |i: EventInput| match pipeline.run(&i, want) {
+        Err(PipelineError::Input(msg)) => msg,
+        other => panic!("expected an input error, got {other:?}"),
+    };
+    let wrong_width = EventInput {
+        features: &features[..20],
+        num_features: 10,
+        module_ids: None,
+    };
+    assert!(err(wrong_width).contains("10 columns"));
+    assert!(err(input(&features[..10], None)).contains("not a multiple of 9"));
+    assert!(err(input(&features, None)).contains("max_spacepoints = 1000"));
+    assert!(err(input(&features[..90], Some(&ids[..9]))).contains("MODULE_ID has 9 entries for 10"));
+    features[4 * 9 + 2] = f32::NAN;
+    assert!(err(input(&features[..90], None)).contains("FEATURES[4, 2]"));
+
+    let map = Pipeline::new(config(&[("graph_construction", "module_map")])).unwrap();
+    let (features, _) = fixture_event();
+    let msg = map
+        .run(&input(&features, None), want)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("MODULE_ID"), "{msg}");
+}
+
+#[test]
+fn settings_that_cannot_work_fail_at_load() {
+    let msg = |cfg| {
+        Pipeline::new(cfg)
+            .err()
+            .expect("load must fail")
+            .to_string()
+    };
+    let m = msg(config(&[("precision", "fp16")]));
+    assert!(m.contains("precision") && m.contains("fp16"), "{m}");
+    let m = msg(config(&[("gnn_model", "missing.pt")]));
+    assert!(
+        m.contains("missing.pt") && m.contains("no such file"),
+        "{m}"
+    );
+    let m = msg(config(&[
+        ("graph_construction", "module_map"),
+        ("module_map", "nope.csv"),
+    ]));
+    assert!(m.contains("nope.csv"), "{m}");
+    // The embedding is not loaded for the module map: a missing file does not matter there.
+    Pipeline::new(config(&[
+        ("graph_construction", "module_map"),
+        ("embedding_model", "none.pt"),
+    ]))
+    .unwrap();
+}
+
+#[test]
+fn optional_outputs_describe_the_tracks() {
+    let pipeline = Pipeline::new(config(&[])).unwrap();
+    let (features, _) = fixture_event();
+    let want = OutputRequest {
+        edges: true,
+        tracks: true,
+    };
+    let out = pipeline.run(&input(&features, None), want).unwrap();
+    let again = pipeline.run(&input(&features, None), want).unwrap();
+    assert_eq!(out.labels, again.labels, "runs must be deterministic");
+
+    let edges = out.edge_index.as_ref().unwrap();
+    let scores = out.edge_scores.as_ref().unwrap();
+    assert_eq!(edges.len(), 2 * out.graph_sizes[2]);
+    assert_eq!(scores.len(), out.graph_sizes[2]);
+    let cut = pipeline.config().gnn_cut;
+    assert!(scores.iter().all(|&s| s > cut && s < 1.0));
+    assert!(out.graph_sizes[0] >= out.graph_sizes[1] && out.graph_sizes[1] >= out.graph_sizes[2]);
+
+    let tracks = out.tracks.as_ref().unwrap();
+    assert_eq!(tracks.len(), out.num_tracks);
+    assert!(out.num_tracks > 0);
+    for (k, t) in tracks.iter().enumerate() {
+        assert_eq!(t.label, k as i64);
+        let members = out.labels.iter().filter(|&&l| l == k as i64).count();
+        assert_eq!(t.n_spacepoints, members);
+        assert!(members >= 3);
+        assert!(t.pt > 0.0 && t.phi.abs() <= std::f32::consts::PI);
+    }
+    let stages: Vec<&str> = out.timings.iter().map(|t| t.stage).collect();
+    assert_eq!(
+        stages,
+        ["embedding", "graph", "filter", "gnn", "tracks", "fit"]
+    );
+}
+
+#[test]
+fn batches_and_chunks_give_the_same_numbers() {
+    use exatrkx_pipeline::edge_classifier::{EdgeClassifierConfig, TorchEdgeClassifier};
+    use exatrkx_pipeline::embedding::{Embedding, EmbeddingConfig};
+    use exatrkx_pipeline::ExecutionContext;
+
+    let _no_grad = tch::no_grad_guard();
+    let ctx = ExecutionContext::cpu();
+    let (features, _) = fixture_event();
+    let n = features.len() as i64 / 9;
+    let x = tch::Tensor::from_slice(&features).view([n, 9]);
+    let embed = |batch| {
+        let model = model_folder().join("1/embed.pt");
+        Embedding::load(&EmbeddingConfig { model, batch }, &ctx)
+            .unwrap()
+            .embed(&x)
+            .unwrap()
+    };
+    let (whole, batched) = (embed(100_000), embed(300));
+    assert_eq!(batched.size(), [n, 6]);
+    assert!(whole.allclose(&batched, 1e-5, 1e-6, false));
+
+    let edges = tch::Tensor::from_slice2(&[[0i64, 5, 9, 100, 2000], [1, 6, 10, 101, 2001]])
+        .repeat([1, 300]);
+    let scores = |chunk| {
+        let cfg = EdgeClassifierConfig {
+            name: "filter",
+            model: model_folder().join("1/filter.pt"),
+            cut: 0.5,
+            chunk,
+        };
+        TorchEdgeClassifier::load(&cfg, &ctx)
+            .unwrap()
+            .scores(&x, &edges)
+            .unwrap()
+    };
+    let (one_call, chunked) = (scores(None), scores(Some(7)));
+    assert_eq!(chunked.size(), [1500]);
+    assert!(one_call.allclose(&chunked, 1e-6, 1e-7, false));
+}
