@@ -165,6 +165,23 @@ class SampleDataset(Dataset):
         return sample
 
 
+class RepeatDataset(Dataset):
+    """Each item `times` over: more steps per epoch on small training sets, so that validation
+    and checkpoints do not come after every step."""
+
+    def __init__(self, dataset: Dataset, times: int):
+        if times < 1:
+            raise ValueError(f"repeat must be >= 1, got {times}")
+        self.dataset = dataset
+        self.times = times
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.times
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.dataset[index % len(self.dataset)]
+
+
 def _single(batch: list[Sample]) -> Sample:
     # one event per step: events differ in size and are large enough on their own
     return batch[0]
@@ -186,6 +203,7 @@ class EventDataModule(L.LightningDataModule):
         graph_dir: Path | None = None,
         graph_builder: Callable[[Sample], Sample] | None = None,
         num_workers: int = 0,
+        train_repeat: int = 1,
     ):
         super().__init__()
         self.events_dir = Path(events_dir)
@@ -195,7 +213,8 @@ class EventDataModule(L.LightningDataModule):
         self.graph_dir = Path(graph_dir) if graph_dir is not None else None
         self.graph_builder = graph_builder
         self.num_workers = num_workers
-        self.datasets: dict[str, SampleDataset] = {}
+        self.train_repeat = train_repeat
+        self.datasets: dict[str, Dataset] = {}
         self.prepare_seconds = 0.0
 
     def all_ids(self) -> list[int]:
@@ -214,6 +233,7 @@ class EventDataModule(L.LightningDataModule):
         directory = self.graph_dir if self.graph_builder is not None else self.sample_dir
         for split, ids in self.splits.items():
             self.datasets[split] = SampleDataset(directory, ids)
+        self.datasets["train"] = RepeatDataset(self.datasets["train"], self.train_repeat)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,7 +32,16 @@ def script(net: nn.Module) -> torch.jit.ScriptModule:
             b.data = b.data.contiguous()
     for p in net.parameters():
         p.requires_grad_(False)
-    return torch.jit.script(net)
+    with warnings.catch_warnings():
+        # TorchScript is what libtorch (tch) loads without Python: deprecated, still required
+        warnings.filterwarnings("ignore", "`torch.jit", DeprecationWarning)
+        return torch.jit.script(net)
+
+
+def load(path: Path) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit", DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu")
 
 
 def _call(module, x: torch.Tensor, edge_index: torch.Tensor | None) -> torch.Tensor:
@@ -52,7 +62,7 @@ def export(
     scripted = script(net)
     tmp = path.with_suffix(".tmp")
     scripted.save(str(tmp))
-    loaded = torch.jit.load(str(tmp), map_location="cpu")
+    loaded = load(tmp)
     reference = copy.deepcopy(net).cpu().float().eval()
     with torch.no_grad():
         want = _call(reference, x.cpu(), None if edge_index is None else edge_index.cpu())
@@ -97,7 +107,7 @@ def bench(
             path = Path(models) / f"{name}.pt"
             if not path.exists():
                 continue
-            module = torch.jit.load(str(path), map_location="cpu")
+            module = load(path)
             module.to(dtype)
             if name == "embed":
                 seconds = time_forward(lambda m=module: m(x), repeats)

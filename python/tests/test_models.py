@@ -18,6 +18,16 @@ EDGE_NETS = {
 
 
 @pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny tensors gain nothing from a second OpenMP thread, and on a busy machine spinning
+    # threads slow these steps down a hundredfold
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
 

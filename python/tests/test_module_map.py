@@ -14,6 +14,16 @@ from exatrkx.paths import shared_trackml_dir
 REAL = shared_trackml_dir()
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny tensors gain nothing from a second OpenMP thread, and on a busy machine spinning
+    # threads slow these steps down a hundredfold
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def toy_samples(tmp_path_factory):
     directory = tmp_path_factory.mktemp("toy")

@@ -14,6 +14,16 @@ from exatrkx.paths import shared_trackml_dir
 REAL = shared_trackml_dir()
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny tensors gain nothing from a second OpenMP thread, and on a busy machine spinning
+    # threads slow these steps down a hundredfold
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def toy_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("toy_events")
@@ -188,7 +198,8 @@ def test_all_command_end_to_end(tmp_path, toy_dir):
     args += small + ["--gnn-iterations", "2", "--val-fraction", "0.25", "--test-fraction", "0.25"]
     args += ["--cost-spacepoints", "1000", "--cost-edges", "5000", "--cost-gnn-edges", "2000"]
     assert train.main(args) == 0
-    for name in ("embed.pt", "filter.pt", "gnn.pt", "module_map.csv", "metrics.json"):
+    names = ("embed.pt", "filter.pt", "gnn.pt", "module_map.csv", "metrics.json", "model_card.md")
+    for name in names:
         assert (out / name).is_file(), name
     result = json.loads((out / "metrics.json").read_text())
     assert result["embedding"]["events"] == {"train": [1, 2], "val": [3], "test": [4]}
@@ -203,6 +214,8 @@ def test_all_command_end_to_end(tmp_path, toy_dir):
         assert result[stage]["test"]["events"] == 1
     assert result["embedding"]["radius_scan"] and result["gnn"]["cut_scan"]
     assert result["module_map"]["rows"] > 0
+    card = (out / "model_card.md").read_text()
+    assert "## gnn" in card and f"| `knn` | {params['knn']} |" in card
     # the exported files chain into a pipeline on a test event
     s = data.load_sample(data.sample_path(out / "samples", 4))
     embed = torch.jit.load(str(out / "embed.pt"))

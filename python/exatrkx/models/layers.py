@@ -104,5 +104,7 @@ class PairMLP(nn.Module):
         n = self.node_dim
         a = F.linear(h, w[:, :n])
         b = F.linear(h, w[:, n : 2 * n])
+        # in place on the fresh product (autograd-safe): fewer E x H temporaries
         c = F.linear(e, w[:, 2 * n :], self.first.bias)
-        return self.rest(a.index_select(0, src) + b.index_select(0, dst) + c)
+        c = c.add_(a.index_select(0, src)).add_(b.index_select(0, dst))
+        return self.rest(c)

@@ -60,23 +60,25 @@ class EmbeddingModule(StageModule):
     """Metric learning with a hinge loss: pairs of one particle are pulled together (squared
     distance, weight 1 for target particles and `non_target_weight` otherwise), other pairs
     pushed beyond `margin`. Pairs: the truth edges, hard negatives (current neighbours within
-    `margin`, up to `knn_train` per spacepoint) and `random_pairs` x N random pairs."""
+    `margin`, up to `knn_train` each, of `queries` random spacepoints) and `random_pairs` x N
+    random pairs."""
 
     def __init__(
         self,
         num_features: int = 9,
         hidden: int = 128,
-        layers: int = 3,
+        layers: int = 4,
         emb_dim: int = 12,
         activation: str = "relu",
         layer_norm: bool = True,
         margin: float = 0.1,
         knn_train: int = 50,
+        queries: int = 4096,
         random_pairs: float = 2.0,
-        non_target_weight: float = 0.1,
+        non_target_weight: float = 0.0,
         negative_weight: float = 1.0,
         val_knn: int = 500,
-        lr: float = 1e-3,
+        lr: float = 3e-3,
         weight_decay: float = 1e-5,
     ):
         super().__init__()
@@ -106,9 +108,11 @@ class EmbeddingModule(StageModule):
         x = batch["x"]
         n = x.shape[0]
         emb = self.net(x)
+        hp = self.hparams
+        queries = torch.randperm(n, device=x.device)[: hp.queries]
         with torch.no_grad():
-            i, j, _, _ = radius_neighbours(emb, self.hparams.margin, self.hparams.knn_train, False)
-        n_random = int(self.hparams.random_pairs * n)
+            i, j, _, _ = radius_neighbours(emb, hp.margin, hp.knn_train, False, queries=queries)
+        n_random = int(hp.random_pairs * n)
         rand = torch.randint(0, max(n, 1), (2, n_random), device=x.device)
         truth = batch["truth_edges"]
         a = torch.cat([truth[0], i, rand[0]])
@@ -176,7 +180,7 @@ class FilterModule(EdgeClassifierModule):
     def __init__(
         self,
         num_features: int = 9,
-        hidden: int = 128,
+        hidden: int = 64,
         layers: int = 3,
         activation: str = "relu",
         layer_norm: bool = True,
@@ -199,7 +203,7 @@ class GNNModule(EdgeClassifierModule):
         self,
         model: str = "plain",
         num_features: int = 9,
-        hidden: int = 64,
+        hidden: int = 32,
         iterations: int = 6,
         layers: int = 2,
         node_columns: int = 9,

@@ -38,7 +38,7 @@ class EmbeddingNet(nn.Module):
         self,
         num_features: int = NUM_FEATURES,
         hidden: int = 128,
-        layers: int = 3,
+        layers: int = 4,
         emb_dim: int = 12,
         activation: str = "relu",
         layer_norm: bool = True,
@@ -75,7 +75,7 @@ class FilterNet(nn.Module):
     def __init__(
         self,
         num_features: int = NUM_FEATURES,
-        hidden: int = 128,
+        hidden: int = 64,
         layers: int = 3,
         activation: str = "relu",
         layer_norm: bool = True,
@@ -125,9 +125,9 @@ class InteractionStep(nn.Module):
         self, h: Tensor, e: Tensor, src: Tensor, dst: Tensor, pixel: Tensor, strip: Tensor
     ) -> tuple[Tensor, Tensor]:
         e = e + self.edge_net(h, e, src, dst)
-        zeros = torch.zeros(h.size(0), e.size(1), dtype=e.dtype, device=e.device)
-        incoming = zeros.index_add(0, dst, e)
-        outgoing = zeros.index_add(0, src, e)
+        shape = [h.size(0), e.size(1)]
+        incoming = torch.zeros(shape, dtype=e.dtype, device=e.device).index_add_(0, dst, e)
+        outgoing = torch.zeros(shape, dtype=e.dtype, device=e.device).index_add_(0, src, e)
         m = torch.cat([h, incoming.to(h.dtype), outgoing.to(h.dtype)], 1)
         h = h + self.update_nodes(m, pixel, strip)
         return h, e
@@ -159,7 +159,7 @@ class InteractionGNN(nn.Module):
     def __init__(
         self,
         num_features: int = NUM_FEATURES,
-        hidden: int = 64,
+        hidden: int = 32,
         iterations: int = 6,
         layers: int = 2,
         node_columns: int = NUM_FEATURES,
@@ -228,7 +228,7 @@ class HeteroInteractionGNN(InteractionGNN):
     def __init__(
         self,
         num_features: int = NUM_FEATURES,
-        hidden: int = 64,
+        hidden: int = 32,
         iterations: int = 6,
         layers: int = 2,
         activation: str = "relu",
