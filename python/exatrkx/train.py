@@ -54,7 +54,7 @@ from exatrkx.models.lightning import EmbeddingModule, FilterModule, GNNModule
 STAGES = ("embedding", "filter", "gnn", "module-map", "all")
 # radius multiples of the validation quantile and knn caps scanned after the embedding
 RADIUS_FACTORS = [1.0, 1.1, 1.25, 1.5, 2.0]
-KNN_GRID = [16, 32, 64, 128, 256, 512]
+KNN_GRID = [16, 32, 64, 128, 256]
 
 
 def log(message: str) -> None:
