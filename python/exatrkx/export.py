@@ -14,6 +14,7 @@ import argparse
 import copy
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -73,6 +74,19 @@ def export(
         raise RuntimeError(f"{path}: num_features() = {loaded.num_features()}, not {x.shape[1]}")
     tmp.replace(path)
     return path
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with `n` torch CPU threads (0: leave them). On a machine shared with other
+    jobs, a second OpenMP thread that spins while its core is taken can cost 10-100x."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def time_forward(fn, repeats: int) -> float:
@@ -143,18 +157,17 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     b.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch threads {torch.get_num_threads()}")
-    bench(
-        args.models,
-        args.spacepoints,
-        args.edges,
-        args.gnn_edges,
-        args.filter_chunk,
-        args.precision,
-        args.repeats,
-    )
+    with torch_threads(args.threads):
+        print(f"torch threads {torch.get_num_threads()}")
+        bench(
+            args.models,
+            args.spacepoints,
+            args.edges,
+            args.gnn_edges,
+            args.filter_chunk,
+            args.precision,
+            args.repeats,
+        )
 
 
 if __name__ == "__main__":

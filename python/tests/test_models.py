@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from exatrkx.export import export
+from exatrkx.export import export, torch_threads
 from exatrkx.models import EmbeddingNet, FilterNet, build_gnn
 from exatrkx.models.cost import matmul_flops, stage_costs, synthetic_inputs
 from exatrkx.models.graph import canonical_edges, radius_graph
@@ -19,12 +19,8 @@ EDGE_NETS = {
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    # tiny tensors gain nothing from a second OpenMP thread, and on a busy machine spinning
-    # threads slow these steps down a hundredfold
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):  # tiny tensors; spinning threads on a busy machine cost 100x
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from exatrkx import data, metrics, trackml, train
+from exatrkx.export import torch_threads
 from exatrkx.models.graph import canonical_edges, contains, edge_labels, radius_graph
 from exatrkx.models.lightning import EmbeddingModule, FilterModule, GNNModule
 from exatrkx.paths import shared_trackml_dir
@@ -16,12 +17,8 @@ REAL = shared_trackml_dir()
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    # tiny tensors gain nothing from a second OpenMP thread, and on a busy machine spinning
-    # threads slow these steps down a hundredfold
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):  # tiny tensors; spinning threads on a busy machine cost 100x
+        yield
 
 
 @pytest.fixture(scope="module")
