@@ -257,11 +257,11 @@ class EventDataModule(L.LightningDataModule):
 def prepare_samples(
     events_dir: Path, event_ids: list[int], sample_dir: Path, truth_cfg: TruthConfig
 ) -> None:
-    """Write `sample_dir/event%09d.pt` for each event; reuse those written with the same
-    truth settings (recorded in `sample_dir/truth.json`)."""
+    """Write `sample_dir/event%09d.pt` for each event; reuse those written from the same
+    folder with the same truth settings (recorded in `sample_dir/truth.json`)."""
     sample_dir = Path(sample_dir)
     stamp = sample_dir / "truth.json"
-    wanted = asdict(truth_cfg)
+    wanted = {**asdict(truth_cfg), "events": str(Path(events_dir).resolve())}
     fresh = not (stamp.exists() and json.loads(stamp.read_text()) == wanted)
     sample_dir.mkdir(parents=True, exist_ok=True)
     if fresh:

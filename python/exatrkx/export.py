@@ -39,10 +39,10 @@ def script(net: nn.Module) -> torch.jit.ScriptModule:
         return torch.jit.script(net)
 
 
-def load(path: Path) -> torch.jit.ScriptModule:
+def load(path: Path, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`torch.jit", DeprecationWarning)
-        return torch.jit.load(str(path), map_location="cpu")
+        return torch.jit.load(str(path), map_location=device)
 
 
 def _call(module, x: torch.Tensor, edge_index: torch.Tensor | None) -> torch.Tensor:

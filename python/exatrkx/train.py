@@ -47,6 +47,7 @@ from exatrkx.data import (
     split_events,
 )
 from exatrkx.export import export
+from exatrkx.export import load as load_module
 from exatrkx.models.cost import format_costs, stage_costs
 from exatrkx.models.graph import radius_graph
 from exatrkx.models.lightning import EmbeddingModule, FilterModule, GNNModule
@@ -136,7 +137,7 @@ class RadiusGraphBuilder:
         if self.model is None:
             chosen = self.layout.stage_metrics("embedding", "building radius graphs")
             self.radius, self.knn = chosen["parameters"]["radius"], chosen["parameters"]["knn"]
-            self.model = torch.jit.load(str(self.layout.embed), map_location=self.device)
+            self.model = load_module(self.layout.embed, self.device)
         s = to_device(sample, self.device)
         with torch.no_grad():
             emb = self.model(s["x"])
@@ -177,7 +178,7 @@ class FilteredGraphBuilder:
     def __call__(self, sample: Sample) -> Sample:
         if self.model is None:
             self.cut = self.layout.stage_metrics("filter", "the GNN")["parameters"]["filter_cut"]
-            self.model = torch.jit.load(str(self.layout.filter), map_location=self.device)
+            self.model = load_module(self.layout.filter, self.device)
         s = to_device(self.source(sample), self.device)
         with torch.no_grad():
             scores = torch.sigmoid(self.model(s["x"], s["edge_index"]))
