@@ -17,6 +17,10 @@ EDGE_NETS = {
 }
 
 
+# the backend loads TorchScript: deprecated in torch, still what libtorch runs without Python
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     with torch_threads(1):  # tiny tensors; spinning threads on a busy machine cost 100x
