@@ -43,7 +43,7 @@ def radius_neighbours(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Directed neighbour lists: for every i (every spacepoint, or those in `queries`), the
     j != i with d2(i, j) < radius^2 sorted by (d2, j) and cut to `knn`. Returns
-    (i, j, d2, rank) with rank the position in i's list, sorted by (i, rank).
+    (i, j, d2, rank) with rank the position in i's list, in the order of the queries.
 
     Candidates come from a float32 matrix product with a margin. With `exact`, their d2 is
     recomputed in f64 accumulating dims in order 0..D, as the definition (and the Rust grid)
@@ -64,14 +64,20 @@ def radius_neighbours(
         queries = torch.arange(n, device=emb.device)
     e64 = emb.detach().double()
     # the float32 expansion |a|^2 + |b|^2 - 2ab is off by a few ulp of |a|^2 + |b|^2
-    slack = 1e-5 * (1.0 + 2.0 * float(sq.max())) + 1e-6 * r2 if exact else 0.0
-    out_i, out_j, out_d2 = [], [], []
+    slack = 1e-5 * (1.0 + 2.0 * float(sq.max())) + 1e-6 * r2
+    out: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
     for start in range(0, len(queries), chunk):
         rows = queries[start : start + chunk]
         approx = sq[rows, None] + sq[None, :] - 2.0 * (e32[rows] @ e32.T)
-        hit = approx < r2 + slack
-        hit[torch.arange(len(rows), device=emb.device), rows] = False
-        ii, jj = torch.nonzero(hit, as_tuple=True)  # row-major: j ascending within a row
+        approx[torch.arange(len(rows), device=emb.device), rows] = float("inf")
+        bound = torch.full((len(rows), 1), r2 + slack, device=emb.device)
+        many = (approx <= bound).sum(1) > knn
+        if bool(many.any()):
+            # the exact knn nearest all have an approximate d2 within 2 slack of the knn-th
+            # approximate one: nothing further need be kept
+            kth = torch.kthvalue(approx[many], knn, dim=1).values
+            bound[many, 0] = torch.minimum(bound[many, 0], kth + 2.0 * slack)
+        ii, jj = torch.nonzero(approx <= bound, as_tuple=True)  # j ascending within a row
         if exact:
             d2 = torch.zeros(len(ii), dtype=torch.float64, device=emb.device)
             a, b = e64[rows[ii]], e64[jj]
@@ -80,21 +86,20 @@ def radius_neighbours(
                 d2 = d2 + d * d
         else:
             d2 = approx[ii, jj].double()
-        ii = rows[ii]
         keep = d2 < r2
-        out_i.append(ii[keep])
-        out_j.append(jj[keep])
-        out_d2.append(d2[keep])
-    i, j, d2 = torch.cat(out_i), torch.cat(out_j), torch.cat(out_d2)
-    # j ascending within each row already: stable sorts by d2, then by i, give (i, d2, j)
-    order = torch.argsort(d2, stable=True)
-    order = order[torch.argsort(i[order], stable=True)]
-    i, j, d2 = i[order], j[order], d2[order]
-    counts = torch.bincount(i, minlength=n)
-    first = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(i), device=emb.device) - first[i]
-    keep = rank < knn
-    return i[keep], j[keep], d2[keep], rank[keep]
+        ii, jj, d2 = ii[keep], jj[keep], d2[keep]
+        # a chunk holds whole rows, so the knn cut happens here and memory stays N x knn
+        # (an untrained embedding puts everything within the radius); stable sorts by d2,
+        # then by row, give (row, d2, j) order
+        order = torch.argsort(d2, stable=True)
+        order = order[torch.argsort(ii[order], stable=True)]
+        ii, jj, d2 = ii[order], jj[order], d2[order]
+        counts = torch.bincount(ii, minlength=len(rows))
+        rank = torch.arange(len(ii), device=emb.device) - (torch.cumsum(counts, 0) - counts)[ii]
+        keep = rank < knn
+        out.append((rows[ii[keep]], jj[keep], d2[keep], rank[keep]))
+    i, j, d2, rank = (torch.cat(parts) for parts in zip(*out, strict=True))
+    return i, j, d2, rank
 
 
 def radius_graph(emb: Tensor, radius: float, knn: int, r: Tensor) -> Tensor:
