@@ -187,7 +187,7 @@ class FilterModule(EdgeClassifierModule):
         pos_weight: float = 2.0,
         non_target_weight: float = 0.1,
         edges_per_step: int = 500_000,
-        lr: float = 1e-3,
+        lr: float = 3e-3,
         weight_decay: float = 1e-5,
     ):
         super().__init__()
@@ -211,7 +211,7 @@ class GNNModule(EdgeClassifierModule):
         layer_norm: bool = True,
         pos_weight: float = 1.0,
         non_target_weight: float = 0.1,
-        lr: float = 1e-3,
+        lr: float = 3e-3,
         weight_decay: float = 1e-5,
     ):
         super().__init__()
