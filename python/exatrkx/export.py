@@ -1,0 +1,174 @@
+"""TorchScript export of the trained networks and a forward-time benchmark of exported files.
+
+Exported modules are scripted (`torch.jit.script`, no tracing: shapes vary per event), in eval
+mode, with contiguous fp32 CPU weights, and are not frozen so that the backend can still
+convert them to bf16. `export` reloads the file and checks it against the Python module.
+
+    python -m exatrkx.export bench --models DIR [--spacepoints 100000] [--edges 1000000]
+        [--gnn-edges 300000] [--filter-chunk 16384] [--precision fp32 bf16] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from exatrkx.models.cost import synthetic_inputs
+
+
+def script(net: nn.Module) -> torch.jit.ScriptModule:
+    """A scripted copy of `net`: CPU, fp32, eval mode, contiguous parameters."""
+    net = copy.deepcopy(net).cpu().float().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.data = p.data.contiguous()
+        for b in net.buffers():
+            b.data = b.data.contiguous()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    with warnings.catch_warnings():
+        # TorchScript is what libtorch (tch) loads without Python: deprecated, still required
+        warnings.filterwarnings("ignore", "`torch.jit", DeprecationWarning)
+        return torch.jit.script(net)
+
+
+def load(path: Path, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit", DeprecationWarning)
+        return torch.jit.load(str(path), map_location=device)
+
+
+def _call(module, x: torch.Tensor, edge_index: torch.Tensor | None) -> torch.Tensor:
+    return module(x) if edge_index is None else module(x, edge_index)
+
+
+def export(
+    net: nn.Module,
+    path: Path,
+    x: torch.Tensor,
+    edge_index: torch.Tensor | None = None,
+    atol: float = 1e-5,
+) -> Path:
+    """Script `net` into `path` and check that the reloaded file gives the Python module's
+    outputs on (x[, edge_index]) and reports 9 features; raises if not."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scripted = script(net)
+    tmp = path.with_suffix(".tmp")
+    scripted.save(str(tmp))
+    loaded = load(tmp)
+    reference = copy.deepcopy(net).cpu().float().eval()
+    with torch.no_grad():
+        want = _call(reference, x.cpu(), None if edge_index is None else edge_index.cpu())
+        got = _call(loaded, x.cpu(), None if edge_index is None else edge_index.cpu())
+    if got.shape != want.shape or not torch.allclose(got, want, atol=atol, rtol=1e-5):
+        raise RuntimeError(f"{path}: the scripted module disagrees with the Python module")
+    if loaded.num_features() != x.shape[1]:
+        raise RuntimeError(f"{path}: num_features() = {loaded.num_features()}, not {x.shape[1]}")
+    tmp.replace(path)
+    return path
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with `n` torch CPU threads (0: leave them). On a machine shared with other
+    jobs, a second OpenMP thread that spins while its core is taken can cost 10-100x."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_forward(fn, repeats: int) -> float:
+    """Best wall time of `repeats` calls after one warm-up call."""
+    with torch.no_grad():
+        fn()
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+    return best
+
+
+def bench(
+    models: Path,
+    spacepoints: int,
+    edges: int,
+    gnn_edges: int,
+    filter_chunk: int,
+    precisions: list[str],
+    repeats: int = 2,
+) -> list[dict]:
+    """Forward time of embed.pt, filter.pt (in chunks, as the pipeline calls it) and gnn.pt
+    on synthetic inputs of the given sizes; one row per (model, precision)."""
+    x, edge_index = synthetic_inputs(spacepoints, edges)
+    gnn_index = edge_index[:, :gnn_edges]
+    rows = []
+    for precision in precisions:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        for name in ("embed", "filter", "gnn"):
+            path = Path(models) / f"{name}.pt"
+            if not path.exists():
+                continue
+            module = load(path)
+            module.to(dtype)
+            if name == "embed":
+                seconds = time_forward(lambda m=module: m(x), repeats)
+                size = spacepoints
+            elif name == "filter":
+
+                def run(m=module):
+                    for start in range(0, edges, filter_chunk):
+                        m(x, edge_index[:, start : start + filter_chunk])
+
+                seconds = time_forward(run, repeats)
+                size = edges
+            else:
+                seconds = time_forward(lambda m=module: m(x, gnn_index), repeats)
+                size = gnn_index.shape[1]
+            rows.append({"model": name, "precision": precision, "size": size, "seconds": seconds})
+            print(f"{name:>7} {precision:>5} size {size:>9}  {seconds:8.3f} s", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m exatrkx.export", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bench", help="forward time of exported models on synthetic inputs")
+    b.add_argument(
+        "--models", type=Path, required=True, help="folder with embed.pt, filter.pt, gnn.pt"
+    )
+    b.add_argument("--spacepoints", type=int, default=100_000)
+    b.add_argument("--edges", type=int, default=1_000_000, help="filter input edges")
+    b.add_argument("--gnn-edges", type=int, default=300_000, help="GNN input edges")
+    b.add_argument("--filter-chunk", type=int, default=16384)
+    b.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    b.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    b.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv)
+    with torch_threads(args.threads):
+        print(f"torch threads {torch.get_num_threads()}")
+        bench(
+            args.models,
+            args.spacepoints,
+            args.edges,
+            args.gnn_edges,
+            args.filter_chunk,
+            args.precision,
+            args.repeats,
+        )
+
+
+if __name__ == "__main__":
+    main()

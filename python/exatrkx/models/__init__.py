@@ -1,0 +1,19 @@
+"""Networks (scriptable `nn.Module`s) and their Lightning training modules."""
+
+from exatrkx.models.networks import (
+    NUM_FEATURES,
+    EmbeddingNet,
+    FilterNet,
+    HeteroInteractionGNN,
+    InteractionGNN,
+    build_gnn,
+)
+
+__all__ = [
+    "NUM_FEATURES",
+    "EmbeddingNet",
+    "FilterNet",
+    "HeteroInteractionGNN",
+    "InteractionGNN",
+    "build_gnn",
+]

@@ -1,0 +1,228 @@
+"""Lightning modules that train the networks; one event (sample dict from `exatrkx.data`)
+per step. Nothing global: all settings are hyperparameters saved in the checkpoints, and
+validation counts are summed over ranks before the ratios are taken."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from exatrkx.metrics import COUNT_KEYS, graph_counts, summarize
+from exatrkx.models.graph import edge_labels, radius_graph, radius_neighbours
+from exatrkx.models.networks import EmbeddingNet, FilterNet, build_gnn
+
+
+class StageModule(L.LightningModule):
+    """AdamW with a cosine decay over the epochs, and validation counts reduced over ranks."""
+
+    def __init__(self):
+        super().__init__()
+        self._val_counts: dict[str, int] = {}
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        epochs = max(1, int(self.trainer.max_epochs or 1))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs, self.hparams.lr / 20)
+        return {"optimizer": opt, "lr_scheduler": sched}
+
+    def zero_loss(self) -> Tensor:
+        # a step without pairs/edges still touches every parameter, so DDP's reducer is happy
+        return sum(p.sum() for p in self.parameters()) * 0.0
+
+    def on_validation_epoch_start(self) -> None:
+        # the same keys on every rank, whatever their batches held
+        self._val_counts = {k: 0 for k in (*COUNT_KEYS, "stage_kept", "stage_total")}
+
+    def add_val_counts(self, counts: dict[str, int]) -> None:
+        for k, v in counts.items():
+            self._val_counts[k] = self._val_counts.get(k, 0) + v
+
+    def on_validation_epoch_end(self) -> None:
+        keys = sorted(self._val_counts)
+        local = torch.tensor([self._val_counts[k] for k in keys], dtype=torch.float64)
+        total = self.trainer.strategy.reduce(local.to(self.device), reduce_op="sum").cpu()
+        counts = {k: int(v) for k, v in zip(keys, total.tolist(), strict=True)}
+        summary = summarize(counts)
+        # the counts are already summed over ranks: every rank logs the same values
+        self.log("val_efficiency", summary["efficiency"], prog_bar=True, sync_dist=True)
+        self.log("val_purity", summary["purity"], prog_bar=True, sync_dist=True)
+        self.log("val_edges_per_event", summary["edges_per_event"], sync_dist=True)
+        if counts.get("stage_total", 0):
+            stage = counts["stage_kept"] / counts["stage_total"]
+            self.log("val_stage_efficiency", stage, sync_dist=True)
+
+
+class EmbeddingModule(StageModule):
+    """Metric learning with a hinge loss: pairs of one particle are pulled together (squared
+    distance, weight 1 for target particles and `non_target_weight` otherwise), other pairs
+    pushed beyond `margin`. Pairs: the truth edges, hard negatives (current neighbours within
+    `margin`, up to `knn_train` each, of `queries` random spacepoints) and `random_pairs` x N
+    random pairs."""
+
+    def __init__(
+        self,
+        num_features: int = 9,
+        hidden: int = 128,
+        layers: int = 4,
+        emb_dim: int = 12,
+        activation: str = "relu",
+        layer_norm: bool = True,
+        margin: float = 0.1,
+        knn_train: int = 50,
+        queries: int = 4096,
+        random_pairs: float = 2.0,
+        non_target_weight: float = 0.0,
+        negative_weight: float = 1.0,
+        val_knn: int = 500,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-5,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = EmbeddingNet(num_features, hidden, layers, emb_dim, activation, layer_norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def pair_loss(self, emb: Tensor, batch: dict, a: Tensor, b: Tensor) -> Tensor:
+        hp = self.hparams
+        keep = a != b
+        a, b = a[keep], b[keep]
+        pid = batch["particle_id"]
+        same = (pid[a] == pid[b]) & (pid[a] != 0)
+        d2 = (emb[a] - emb[b]).pow(2).sum(1)
+        loss = self.zero_loss()
+        if bool(same.any()):
+            w = torch.where(batch["target_hit"][a[same]], 1.0, hp.non_target_weight)
+            loss = loss + (w * d2[same]).sum() / w.sum().clamp_min(1e-12)
+        if bool((~same).any()):
+            d = torch.sqrt(d2[~same] + 1e-12)
+            loss = loss + hp.negative_weight * F.relu(hp.margin - d).pow(2).mean()
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        x = batch["x"]
+        n = x.shape[0]
+        emb = self.net(x)
+        hp = self.hparams
+        queries = torch.randperm(n, device=x.device)[: hp.queries]
+        with torch.no_grad():
+            i, j, _, _ = radius_neighbours(emb, hp.margin, hp.knn_train, False, queries=queries)
+        n_random = int(hp.random_pairs * n)
+        rand = torch.randint(0, max(n, 1), (2, n_random), device=x.device)
+        truth = batch["truth_edges"]
+        a = torch.cat([truth[0], i, rand[0]])
+        b = torch.cat([truth[1], j, rand[1]])
+        loss = self.pair_loss(emb, batch, a, b)
+        self.log("train_loss", loss, prog_bar=True, batch_size=1)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        x = batch["x"]
+        emb = self.net(x)
+        truth = batch["truth_edges"]
+        rand = torch.randint(0, max(x.shape[0], 1), (2, truth.shape[1]), device=x.device)
+        loss = self.pair_loss(
+            emb, batch, torch.cat([truth[0], rand[0]]), torch.cat([truth[1], rand[1]])
+        )
+        self.log("val_loss", loss, batch_size=1, sync_dist=True)
+        graph = radius_graph(emb, self.hparams.margin, self.hparams.val_knn, x[:, 0])
+        self.add_val_counts(graph_counts(graph, batch))
+
+
+class EdgeClassifierModule(StageModule):
+    """Weighted BCE on the input graph's edges: true edges of target particles weight
+    `pos_weight`, other true edges `pos_weight * non_target_weight`, false edges 1.
+    Validation counts are taken at a score cut of 0.5."""
+
+    edges_per_step = 0  # 0: the whole graph of the event
+
+    def edge_loss(self, batch: dict, edge_index: Tensor) -> Tensor:
+        hp = self.hparams
+        if edge_index.shape[1] == 0:
+            return self.zero_loss()
+        logits = self.net(batch["x"], edge_index)
+        y, y_target = edge_labels(edge_index, batch["particle_id"], batch["target_hit"])
+        w_true = torch.where(y_target, 1.0, hp.non_target_weight) * hp.pos_weight
+        weight = torch.where(y, w_true, 1.0)
+        return F.binary_cross_entropy_with_logits(logits.float(), y.float(), weight=weight)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        edge_index = batch["edge_index"]
+        limit = self.edges_per_step
+        if limit and edge_index.shape[1] > limit:
+            pick = torch.randperm(edge_index.shape[1], device=edge_index.device)[:limit]
+            edge_index = edge_index[:, torch.sort(pick).values]
+        loss = self.edge_loss(batch, edge_index)
+        self.log("train_loss", loss, prog_bar=True, batch_size=1)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        edge_index = batch["edge_index"]
+        loss = self.edge_loss(batch, edge_index)
+        self.log("val_loss", loss, batch_size=1, sync_dist=True)
+        scores = torch.sigmoid(self.net(batch["x"], edge_index))
+        keep = scores > 0.5
+        self.add_val_counts(graph_counts(edge_index[:, keep], batch))
+        _, y_target = edge_labels(edge_index, batch["particle_id"], batch["target_hit"])
+        self.add_val_counts(
+            {"stage_kept": int((keep & y_target).sum()), "stage_total": int(y_target.sum())}
+        )
+
+
+class FilterModule(EdgeClassifierModule):
+    """The filter MLP, trained on random subsets of `edges_per_step` edges of each graph."""
+
+    def __init__(
+        self,
+        num_features: int = 9,
+        hidden: int = 64,
+        layers: int = 3,
+        activation: str = "relu",
+        layer_norm: bool = True,
+        pos_weight: float = 2.0,
+        non_target_weight: float = 0.1,
+        edges_per_step: int = 500_000,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-5,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.edges_per_step = edges_per_step
+        self.net = FilterNet(num_features, hidden, layers, activation, layer_norm)
+
+
+class GNNModule(EdgeClassifierModule):
+    """The interaction-network edge classifier, `model` = plain or hetero."""
+
+    def __init__(
+        self,
+        model: str = "plain",
+        num_features: int = 9,
+        hidden: int = 32,
+        iterations: int = 6,
+        layers: int = 2,
+        node_columns: int = 9,
+        activation: str = "relu",
+        layer_norm: bool = True,
+        pos_weight: float = 1.0,
+        non_target_weight: float = 0.1,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-5,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_gnn(
+            model,
+            num_features=num_features,
+            hidden=hidden,
+            iterations=iterations,
+            layers=layers,
+            node_columns=node_columns,
+            activation=activation,
+            layer_norm=layer_norm,
+        )

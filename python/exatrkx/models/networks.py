@@ -1,0 +1,317 @@
+"""The networks of the pipeline, as plain `nn.Module`s with the interface of docs/DESIGN.md:
+
+- `EmbeddingNet`: `x[N, 9] -> [N, D]`
+- `FilterNet`, `InteractionGNN`, `HeteroInteractionGNN`: `(x[N, 9], edge_index[2, E]) -> [E]`
+  logits
+
+Each exports `num_features()` (and the embedding `embedding_dim()`) for the backend's load-time
+check. Every forward casts its input to the dtype of its own weights and returns fp32, so a
+module converted to bf16 by the backend still takes and gives fp32 tensors; doublet geometry is
+computed in fp32 before that cast.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from exatrkx.models.layers import (
+    NUM_EDGE_GEOMETRY,
+    PairMLP,
+    check_inputs,
+    edge_geometry,
+    make_mlp,
+)
+
+NUM_FEATURES = 9
+# Strip spacepoints sit at r > 235 mm, pixels at r < 180 mm (TrackML geometry): the gap is wide,
+# so a fixed radius separates them whatever the cluster columns hold.
+STRIP_RADIUS = 0.2
+
+
+class EmbeddingNet(nn.Module):
+    """Metric-learning embedding: an MLP from the 9 node features to `emb_dim` dims, projected
+    onto the unit sphere so that radii mean the same thing in every training."""
+
+    def __init__(
+        self,
+        num_features: int = NUM_FEATURES,
+        hidden: int = 128,
+        layers: int = 4,
+        emb_dim: int = 12,
+        activation: str = "relu",
+        layer_norm: bool = True,
+        normalize: bool = True,
+    ):
+        super().__init__()
+        self.mlp = make_mlp([num_features] + [hidden] * layers + [emb_dim], activation, layer_norm)
+        self.normalize = normalize
+        self._num_features = num_features
+        self._emb_dim = emb_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.size(1) != self._num_features:
+            raise ValueError(
+                "x must be [N, " + str(self._num_features) + "], got " + str(list(x.shape))
+            )
+        out = self.mlp(x.to(self.mlp[0].weight.dtype)).float()
+        if self.normalize:
+            out = F.normalize(out, dim=1)
+        return out
+
+    @torch.jit.export
+    def num_features(self) -> int:
+        return self._num_features
+
+    @torch.jit.export
+    def embedding_dim(self) -> int:
+        return self._emb_dim
+
+
+class FilterNet(nn.Module):
+    """Edge filter: an MLP over `[x_src, x_dst, doublet geometry]` -> one logit per edge."""
+
+    def __init__(
+        self,
+        num_features: int = NUM_FEATURES,
+        hidden: int = 64,
+        layers: int = 3,
+        activation: str = "relu",
+        layer_norm: bool = True,
+    ):
+        super().__init__()
+        width = 2 * num_features + NUM_EDGE_GEOMETRY
+        self.mlp = make_mlp([width] + [hidden] * layers + [1], activation, layer_norm)
+        self._num_features = num_features
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        check_inputs(x, edge_index, self._num_features)
+        src, dst = edge_index[0], edge_index[1]
+        xf = x.float()
+        h = torch.cat(
+            [xf.index_select(0, src), xf.index_select(0, dst), edge_geometry(xf, src, dst)], 1
+        )
+        return self.mlp(h.to(self.mlp[0].weight.dtype)).squeeze(-1).float()
+
+    @torch.jit.export
+    def num_features(self) -> int:
+        return self._num_features
+
+
+def merge_rows(n: int, parts: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Rows `index` of the result come from `values`, for each (index, values) part."""
+    first = parts[0][1]
+    out = torch.zeros(n, first.size(1), dtype=first.dtype, device=first.device)
+    for index, values in parts:
+        out = out.index_copy(0, index, values.to(out.dtype))
+    return out
+
+
+class InteractionStep(nn.Module):
+    """One message-passing iteration with residuals: edges from [h_src, h_dst, e], then nodes
+    from [h, sum over incoming edges, sum over outgoing edges]."""
+
+    def __init__(self, hidden: int, layers: int, activation: str, layer_norm: bool):
+        super().__init__()
+        sizes = [hidden] * layers
+        self.edge_net = PairMLP(hidden, hidden, sizes, activation, layer_norm, True)
+        self.node_net = make_mlp([3 * hidden] + sizes, activation, layer_norm, True)
+
+    def update_nodes(self, m: Tensor, pixel: Tensor, strip: Tensor) -> Tensor:
+        return self.node_net(m)
+
+    def forward(
+        self, h: Tensor, e: Tensor, src: Tensor, dst: Tensor, pixel: Tensor, strip: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        e = e + self.edge_net(h, e, src, dst)
+        shape = [h.size(0), e.size(1)]
+        incoming = torch.zeros(shape, dtype=e.dtype, device=e.device).index_add_(0, dst, e)
+        outgoing = torch.zeros(shape, dtype=e.dtype, device=e.device).index_add_(0, src, e)
+        m = torch.cat([h, incoming.to(h.dtype), outgoing.to(h.dtype)], 1)
+        h = h + self.update_nodes(m, pixel, strip)
+        return h, e
+
+
+class HeteroInteractionStep(InteractionStep):
+    """An iteration whose node update has one network for pixel and one for strip spacepoints."""
+
+    def __init__(self, hidden: int, layers: int, activation: str, layer_norm: bool):
+        super().__init__(hidden, layers, activation, layer_norm)
+        self.strip_node_net = make_mlp(
+            [3 * hidden] + [hidden] * layers, activation, layer_norm, True
+        )
+
+    def update_nodes(self, m: Tensor, pixel: Tensor, strip: Tensor) -> Tensor:
+        return merge_rows(
+            m.size(0),
+            [
+                (pixel, self.node_net(m.index_select(0, pixel))),
+                (strip, self.strip_node_net(m.index_select(0, strip))),
+            ],
+        )
+
+
+class InteractionGNN(nn.Module):
+    """Interaction-network edge classifier over the node features (`node_columns` = 3: the
+    spacepoint only; 9: with the strip clusters, padded for pixels)."""
+
+    def __init__(
+        self,
+        num_features: int = NUM_FEATURES,
+        hidden: int = 32,
+        iterations: int = 6,
+        layers: int = 2,
+        node_columns: int = NUM_FEATURES,
+        activation: str = "relu",
+        layer_norm: bool = True,
+    ):
+        super().__init__()
+        if node_columns not in (3, num_features):
+            raise ValueError(f"node_columns must be 3 or {num_features}, got {node_columns}")
+        self._num_features = num_features
+        self.node_columns = node_columns
+        self.strip_radius = STRIP_RADIUS
+        self.node_encoder = make_mlp(
+            [node_columns] + [hidden] * layers, activation, layer_norm, True
+        )
+        edge_width = 2 * node_columns + NUM_EDGE_GEOMETRY
+        self.edge_encoder = make_mlp([edge_width] + [hidden] * layers, activation, layer_norm, True)
+        self.steps = nn.ModuleList(
+            [self.make_step(hidden, layers, activation, layer_norm) for _ in range(iterations)]
+        )
+        self.output = PairMLP(
+            hidden, hidden, [hidden] * (layers - 1) + [1], activation, layer_norm, False
+        )
+
+    def make_step(self, hidden: int, layers: int, activation: str, layer_norm: bool):
+        return InteractionStep(hidden, layers, activation, layer_norm)
+
+    def dtype(self) -> torch.dtype:
+        return self.output.first.weight.dtype
+
+    def encode(
+        self, x: Tensor, src: Tensor, dst: Tensor, geometry: Tensor, pixel: Tensor, strip: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        xn = x[:, : self.node_columns]
+        h = self.node_encoder(xn)
+        e = self.edge_encoder(
+            torch.cat([xn.index_select(0, src), xn.index_select(0, dst), geometry], 1)
+        )
+        return h, e
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        check_inputs(x, edge_index, self._num_features)
+        src, dst = edge_index[0], edge_index[1]
+        xf = x.float()
+        geometry = edge_geometry(xf, src, dst)
+        is_strip = xf[:, 0] > self.strip_radius
+        strip = torch.nonzero(is_strip).squeeze(1)
+        pixel = torch.nonzero(~is_strip).squeeze(1)
+        dtype = self.dtype()
+        h, e = self.encode(xf.to(dtype), src, dst, geometry.to(dtype), pixel, strip)
+        for step in self.steps:
+            h, e = step(h, e, src, dst, pixel, strip)
+        return self.output(h, e, src, dst).squeeze(-1).float()
+
+    @torch.jit.export
+    def num_features(self) -> int:
+        return self._num_features
+
+
+class HeteroInteractionGNN(InteractionGNN):
+    """The heterogeneous variant (seed talk): pixel spacepoints are encoded from their own
+    (r, phi, z) only, strip spacepoints from the spacepoint and both clusters (no padding
+    reaches a network); edges get one encoder per type (pixel-pixel, pixel-strip,
+    strip-strip) and every iteration updates pixel and strip nodes with separate networks."""
+
+    def __init__(
+        self,
+        num_features: int = NUM_FEATURES,
+        hidden: int = 32,
+        iterations: int = 6,
+        layers: int = 2,
+        activation: str = "relu",
+        layer_norm: bool = True,
+    ):
+        super().__init__(
+            num_features, hidden, iterations, layers, num_features, activation, layer_norm
+        )
+        sizes = [hidden] * layers
+        self.pixel_encoder = make_mlp([3] + sizes, activation, layer_norm, True)
+        # the inherited edge_encoder serves strip-strip edges
+        self.pixel_edge_encoder = make_mlp(
+            [6 + NUM_EDGE_GEOMETRY] + sizes, activation, layer_norm, True
+        )
+        mixed_width = 3 + num_features + NUM_EDGE_GEOMETRY
+        self.mixed_edge_encoder = make_mlp([mixed_width] + sizes, activation, layer_norm, True)
+
+    def make_step(self, hidden: int, layers: int, activation: str, layer_norm: bool):
+        return HeteroInteractionStep(hidden, layers, activation, layer_norm)
+
+    def encode(
+        self, x: Tensor, src: Tensor, dst: Tensor, geometry: Tensor, pixel: Tensor, strip: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        h = merge_rows(
+            x.size(0),
+            [
+                (pixel, self.pixel_encoder(x.index_select(0, pixel)[:, :3])),
+                (strip, self.node_encoder(x.index_select(0, strip))),
+            ],
+        )
+        is_strip = torch.zeros(x.size(0), dtype=torch.bool, device=x.device).index_fill(
+            0, strip, True
+        )
+        src_strip = is_strip.index_select(0, src)
+        dst_strip = is_strip.index_select(0, dst)
+        pp = torch.nonzero(~src_strip & ~dst_strip).squeeze(1)
+        ss = torch.nonzero(src_strip & dst_strip).squeeze(1)
+        ps = torch.nonzero(src_strip != dst_strip).squeeze(1)
+        # a mixed edge may come in either orientation: take its pixel end and its strip end
+        ps_src, ps_dst = src.index_select(0, ps), dst.index_select(0, ps)
+        flip = src_strip.index_select(0, ps)
+        pixel_end = torch.where(flip, ps_dst, ps_src)
+        strip_end = torch.where(flip, ps_src, ps_dst)
+        pp_in = torch.cat(
+            [
+                x.index_select(0, src.index_select(0, pp))[:, :3],
+                x.index_select(0, dst.index_select(0, pp))[:, :3],
+                geometry.index_select(0, pp),
+            ],
+            1,
+        )
+        ps_in = torch.cat(
+            [
+                x.index_select(0, pixel_end)[:, :3],
+                x.index_select(0, strip_end),
+                geometry.index_select(0, ps),
+            ],
+            1,
+        )
+        ss_in = torch.cat(
+            [
+                x.index_select(0, src.index_select(0, ss)),
+                x.index_select(0, dst.index_select(0, ss)),
+                geometry.index_select(0, ss),
+            ],
+            1,
+        )
+        e = merge_rows(
+            src.size(0),
+            [
+                (pp, self.pixel_edge_encoder(pp_in)),
+                (ps, self.mixed_edge_encoder(ps_in)),
+                (ss, self.edge_encoder(ss_in)),
+            ],
+        )
+        return h, e
+
+
+def build_gnn(model: str, **kwargs) -> InteractionGNN:
+    """`plain` or `hetero` (the `--model` switch); kwargs go to the network."""
+    if model == "plain":
+        return InteractionGNN(**kwargs)
+    if model == "hetero":
+        kwargs.pop("node_columns", None)
+        return HeteroInteractionGNN(**kwargs)
+    raise ValueError(f"GNN model must be 'plain' or 'hetero', got {model!r}")

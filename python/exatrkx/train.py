@@ -1,0 +1,679 @@
+"""Training commands: one per stage and one for all of them.
+
+    python -m exatrkx.train embedding|filter|gnn|module-map|all --events DIR --out DIR
+        [--max-epochs N] [--accelerator cpu|gpu|auto] [--devices N] [--num-nodes N]
+        [--strategy auto|ddp] [--precision 32|bf16-mixed|16-mixed] [--seed S] ...
+
+Stages and what they leave in OUT:
+- `module-map`: `module_map.csv` from the training events' truth (no network);
+- `embedding`: `embed.pt`; radius and knn chosen on the validation events;
+- `filter`: `filter.pt`, trained on the graphs of `--graph radius|module_map`
+  (radius: needs `embed.pt` and the chosen radius/knn); filter_cut chosen on validation;
+- `gnn`: `gnn.pt` (`--model plain|hetero`), trained on the filtered graphs; gnn_cut chosen;
+- `all`: the four in that order.
+Every stage adds its section to `metrics.json` (scans, chosen parameters, validation and test
+edge metrics, timings, parameter and FLOP counts) and `parameters.txt` holds the pipeline
+parameters as `key=value` lines for `--param`.
+
+Distributed training is configuration only: Lightning's strategy, devices and nodes come from
+the command line (SLURM is detected by Lightning); data preparation, parameter scans, exports
+and metrics run on global rank zero, with OUT on a filesystem all nodes share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_only
+
+from exatrkx import metrics, module_map, trackml
+from exatrkx.data import (
+    EventDataModule,
+    Sample,
+    TruthConfig,
+    load_sample,
+    prepare_samples,
+    sample_path,
+    split_events,
+)
+from exatrkx.export import export
+from exatrkx.export import load as load_module
+from exatrkx.models.cost import format_costs, stage_costs
+from exatrkx.models.graph import radius_graph
+from exatrkx.models.lightning import EmbeddingModule, FilterModule, GNNModule
+
+STAGES = ("embedding", "filter", "gnn", "module-map", "all")
+# radius multiples of the validation quantile and knn caps scanned after the embedding
+RADIUS_FACTORS = [1.0, 1.1, 1.25, 1.5, 2.0]
+KNN_GRID = [16, 32, 64, 128, 256]
+
+
+def log(message: str) -> None:
+    if rank_zero_only.rank == 0:
+        print(message, flush=True)
+
+
+class Layout:
+    """Where each output lives under OUT."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.samples = self.out / "samples"
+        self.graphs = self.out / "graphs"
+        self.metrics = self.out / "metrics.json"
+        self.parameters = self.out / "parameters.txt"
+        self.embed = self.out / "embed.pt"
+        self.filter = self.out / "filter.pt"
+        self.gnn = self.out / "gnn.pt"
+        self.module_map = self.out / "module_map.csv"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.out / "runs" / stage
+
+    def read_metrics(self) -> dict:
+        return json.loads(self.metrics.read_text()) if self.metrics.exists() else {}
+
+    def update_metrics(self, section: str, content: dict) -> None:
+        data = self.read_metrics()
+        data[section] = content
+        params = data.get("parameters", {})
+        params.update(content.get("parameters", {}))
+        data["parameters"] = params
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = self.metrics.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.metrics)
+        self.parameters.write_text("".join(f"{k}={v}\n" for k, v in sorted(params.items())))
+
+    def stage_metrics(self, section: str, needed_for: str) -> dict:
+        data = self.read_metrics().get(section)
+        if not data:
+            raise FileNotFoundError(
+                f"{self.metrics} has no '{section}' section; run the {section} stage "
+                f"(into the same --out) before {needed_for}"
+            )
+        return data
+
+
+def device_for(args) -> torch.device:
+    """Device of the rank-zero work after training (scans, graph building)."""
+    if args.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def to_device(sample: Sample, device: torch.device) -> Sample:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in sample.items()}
+
+
+def to_cpu(sample: Sample) -> Sample:
+    return to_device(sample, torch.device("cpu"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Graph builders: called by the data module's prepare_data on global rank zero. They read the
+# previous stage's files only when called, so every rank can construct them up front.
+
+
+class RadiusGraphBuilder:
+    """The embedding's radius graph at the chosen radius and knn."""
+
+    def __init__(self, layout: Layout, device: torch.device):
+        self.layout = layout
+        self.device = device
+        self.model = None
+
+    def __call__(self, sample: Sample) -> Sample:
+        if self.model is None:
+            chosen = self.layout.stage_metrics("embedding", "building radius graphs")
+            self.radius, self.knn = chosen["parameters"]["radius"], chosen["parameters"]["knn"]
+            self.model = load_module(self.layout.embed, self.device)
+        s = to_device(sample, self.device)
+        with torch.no_grad():
+            emb = self.model(s["x"])
+        s["edge_index"] = radius_graph(emb, self.radius, self.knn, s["x"][:, 0])
+        return to_cpu(s)
+
+
+class ModuleMapGraphBuilder:
+    """The module map's graph."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.table = None
+
+    def __call__(self, sample: Sample) -> Sample:
+        if self.table is None:
+            if not self.layout.module_map.exists():
+                raise FileNotFoundError(
+                    f"{self.layout.module_map} is missing; run the module-map stage first"
+                )
+            self.table = module_map.load_module_map(self.layout.module_map)
+        s = dict(sample)
+        s["edge_index"] = module_map.module_map_graph(
+            s["x"].numpy(), s["module_id"].numpy(), self.table
+        )
+        return s
+
+
+class FilteredGraphBuilder:
+    """The source graph with the edges the filter keeps at the chosen cut."""
+
+    def __init__(self, layout: Layout, source, device: torch.device):
+        self.layout = layout
+        self.source = source
+        self.device = device
+        self.model = None
+
+    def __call__(self, sample: Sample) -> Sample:
+        if self.model is None:
+            self.cut = self.layout.stage_metrics("filter", "the GNN")["parameters"]["filter_cut"]
+            self.model = load_module(self.layout.filter, self.device)
+        s = to_device(self.source(sample), self.device)
+        with torch.no_grad():
+            scores = torch.sigmoid(self.model(s["x"], s["edge_index"]))
+        s["edge_index"] = s["edge_index"][:, scores > self.cut]
+        return to_cpu(s)
+
+
+def source_builder(args, layout: Layout):
+    if args.graph == "radius":
+        return RadiusGraphBuilder(layout, device_for(args))
+    return ModuleMapGraphBuilder(layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lightning plumbing
+
+
+def check_precision(args) -> None:
+    gpu = args.accelerator in ("gpu", "cuda") or (
+        args.accelerator == "auto" and torch.cuda.is_available()
+    )
+    if args.precision == "16-mixed" and not gpu:
+        raise ValueError(
+            "--precision 16-mixed needs --accelerator gpu; on CPU use bf16-mixed or 32"
+        )
+    if args.precision == "bf16-mixed" and gpu and torch.cuda.is_available():
+        if not torch.cuda.is_bf16_supported():
+            raise ValueError("--precision bf16-mixed: this GPU has no bf16; use 16-mixed")
+
+
+def parse_devices(value: str):
+    return value if value == "auto" else int(value)
+
+
+def make_trainer(args, stage: str, layout: Layout) -> L.Trainer:
+    check_precision(args)
+    strategy = args.strategy
+    if strategy == "ddp":
+        # rank zero prepares graphs and scans between fits while the others wait
+        strategy = DDPStrategy(timeout=timedelta(hours=args.ddp_timeout_hours))
+    checkpoint = ModelCheckpoint(
+        dirpath=layout.stage_dir(stage) / "checkpoints",
+        filename="best",
+        monitor="val_loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    return L.Trainer(
+        accelerator=args.accelerator,
+        devices=parse_devices(args.devices),
+        num_nodes=args.num_nodes,
+        strategy=strategy,
+        precision=args.precision,
+        max_epochs=args.max_epochs,
+        callbacks=[checkpoint],
+        logger=CSVLogger(layout.stage_dir(stage), name="logs"),
+        default_root_dir=layout.stage_dir(stage),
+        enable_progress_bar=args.progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=args.val_every,
+    )
+
+
+def fit(module: L.LightningModule, dm: EventDataModule, args, stage: str, layout: Layout):
+    """Train; on rank zero return (best module on CPU, seconds, epoch losses), else None."""
+    L.seed_everything(args.seed, workers=True, verbose=False)
+    trainer = make_trainer(args, stage, layout)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return None
+    best = trainer.checkpoint_callback.best_model_path
+    if best:
+        module = type(module).load_from_checkpoint(best, map_location="cpu")
+    module = module.cpu().eval()
+    history = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return module, seconds, history
+
+
+def read_split(layout: Layout, ids: list[int]) -> list[Sample]:
+    return [load_sample(sample_path(layout.samples, i)) for i in ids]
+
+
+def data_module(args, layout: Layout, splits, builder=None, graph_name: str | None = None):
+    return EventDataModule(
+        args.events,
+        splits,
+        layout.samples,
+        truth_config(args),
+        graph_dir=layout.graphs / graph_name if graph_name else None,
+        graph_builder=builder,
+        num_workers=args.num_workers,
+        train_repeat=args.train_repeat,
+    )
+
+
+def truth_config(args) -> TruthConfig:
+    return TruthConfig(pt_min=args.pt_min, eta_max=args.eta_max, min_hits=args.min_hits)
+
+
+def event_splits(args) -> tuple[dict[str, list[int]], bool]:
+    if not args.events.is_dir():
+        raise FileNotFoundError(f"--events {args.events} is not a folder")
+    ids = trackml.list_events(args.events)
+    if not ids:
+        raise FileNotFoundError(f"--events {args.events} holds no event*-hits.csv[.gz] files")
+    if args.max_events:
+        ids = ids[: args.max_events]
+    return split_events(ids, args.val_fraction, args.test_fraction)
+
+
+def common_section(args, splits, smoke: bool) -> dict:
+    return {
+        "events": {k: list(v) for k, v in splits.items()},
+        "smoke_run": smoke,
+        "truth": vars(truth_config(args)),
+        "trainer": {
+            k: getattr(args, k)
+            for k in (
+                "max_epochs",
+                "accelerator",
+                "devices",
+                "num_nodes",
+                "strategy",
+                "precision",
+                "seed",
+            )
+        },
+    }
+
+
+def cost_of(args, stage: str, net) -> dict:
+    costs = stage_costs({stage: net}, args.cost_spacepoints, args.cost_edges, args.cost_gnn_edges)
+    log(format_costs(costs))
+    return costs[stage]
+
+
+def graph_metrics(samples: list[Sample], make_graph) -> dict:
+    counts: dict[str, int] = {}
+    for s in samples:
+        counts = metrics.add_counts(counts, metrics.graph_counts(make_graph(s), s))
+    return {**metrics.summarize(counts), **counts} if samples else {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+def run_module_map(args, layout: Layout, splits, smoke: bool) -> None:
+    if rank_zero_only.rank != 0:
+        return
+    start = time.perf_counter()
+    prepare_samples(
+        args.events,
+        sorted({i for v in splits.values() for i in v}),
+        layout.samples,
+        truth_config(args),
+    )
+    table = module_map.build_module_map(read_split(layout, splits["train"]), args.map_pt_min)
+    module_map.save_module_map(table, layout.module_map)
+    build_seconds = time.perf_counter() - start
+    section = {**common_section(args, splits, smoke), "rows": len(table), "pt_min": args.map_pt_min}
+    for split in ("val", "test"):
+        t = time.perf_counter()
+        section[split] = graph_metrics(
+            read_split(layout, splits[split]),
+            lambda s: module_map.module_map_graph(s["x"].numpy(), s["module_id"].numpy(), table),
+        )
+        section[f"{split}_graph_seconds"] = time.perf_counter() - t
+    section["build_seconds"] = build_seconds
+    layout.update_metrics("module_map", section)
+    log(f"module map: {len(table)} module pairs -> {layout.module_map}")
+    log(f"module map graph on val: {json.dumps(section['val'])}")
+
+
+def radius_candidates(net, samples: list[Sample], efficiency: float, device) -> list[float]:
+    """Radii around the `efficiency` quantile of target truth-edge distances."""
+    dists = []
+    with torch.no_grad():
+        for s in samples:
+            emb = net(s["x"].to(device))
+            t = s["truth_edges"][:, s["truth_target"]].to(device)
+            dists.append((emb[t[0]] - emb[t[1]]).norm(dim=1).cpu())
+    d = torch.cat(dists) if dists else torch.zeros(0)
+    if d.numel() == 0:
+        raise ValueError("no target truth edges in the validation events: lower --pt-min?")
+    q = float(torch.quantile(d.double(), efficiency)) * (1 + 1e-6) + 1e-9
+    return [q * f for f in RADIUS_FACTORS]
+
+
+def run_embedding(args, layout: Layout, splits, smoke: bool) -> None:
+    module = EmbeddingModule(
+        hidden=args.emb_hidden,
+        layers=args.emb_layers,
+        emb_dim=args.emb_dim,
+        margin=args.margin,
+        knn_train=args.knn_train,
+        random_pairs=args.random_pairs,
+        non_target_weight=args.emb_non_target_weight,
+        lr=args.emb_lr,
+    )
+    result = fit(module, data_module(args, layout, splits), args, "embedding", layout)
+    if result is None:
+        return
+    module, seconds, history = result
+    device = device_for(args)
+    net = module.net.to(device).eval()
+    val = read_split(layout, splits["val"])
+    start = time.perf_counter()
+    radii = radius_candidates(net, val, args.graph_efficiency, device)
+    with torch.no_grad():
+        pairs = [(net(s["x"].to(device)).cpu(), s) for s in val]
+    scan = metrics.radius_scan(pairs, radii, KNN_GRID)
+    chosen = metrics.choose_radius(scan, args.graph_efficiency)
+    scan_seconds = time.perf_counter() - start
+    log("radius scan on validation events:")
+    log(metrics.format_table(scan, ["radius", "knn", "efficiency", "purity", "edges_per_event"]))
+    radius, knn = float(chosen["radius"]), int(chosen["knn"])
+    log(f"chosen radius {radius:.5f}, knn {knn}")
+    net = net.cpu()
+    export(net, layout.embed, val[0]["x"])
+
+    def build(s):
+        with torch.no_grad():
+            return radius_graph(net(s["x"]), radius, knn, s["x"][:, 0])
+
+    section = {
+        **common_section(args, splits, smoke),
+        "hparams": dict(module.hparams),
+        "train_seconds": seconds,
+        "scan_seconds": scan_seconds,
+        "final": history,
+        "radius_scan": scan,
+        "parameters": {"radius": radius, "knn": knn},
+        "val": {k: chosen[k] for k in ("efficiency", "purity", "edges_per_event")},
+        "test": graph_metrics(read_split(layout, splits["test"]), build),
+        "cost": cost_of(args, "embedding", net),
+    }
+    layout.update_metrics("embedding", section)
+    log(f"embedding exported to {layout.embed}")
+
+
+def classifier_scan(net, samples: list[Sample], device) -> list[tuple[torch.Tensor, Sample]]:
+    out = []
+    with torch.no_grad():
+        for s in samples:
+            d = to_device(s, device)
+            out.append((torch.sigmoid(net(d["x"], d["edge_index"])).cpu(), s))
+    return out
+
+
+def finish_classifier(
+    args, layout: Layout, splits, smoke, stage: str, dm: EventDataModule, result, efficiency: float
+) -> None:
+    module, seconds, history = result
+    device = device_for(args)
+    net = module.net.to(device).eval()
+    graphs = {split: read_split_graphs(dm, splits[split]) for split in ("val", "test")}
+    start = time.perf_counter()
+    scan = metrics.cut_scan(classifier_scan(net, graphs["val"], device), metrics.DEFAULT_CUTS)
+    chosen = metrics.choose_cut(scan, efficiency)
+    log(f"{stage} cut scan on validation events:")
+    log(
+        metrics.format_table(
+            scan, ["cut", "stage_efficiency", "efficiency", "purity", "edges_per_event"]
+        )
+    )
+    cut = float(chosen["cut"])
+    log(f"chosen {stage}_cut {cut}")
+    test_rows = metrics.cut_scan(classifier_scan(net, graphs["test"], device), [cut])
+    net = net.cpu()
+    example = graphs["val"][0]
+    path = layout.filter if stage == "filter" else layout.gnn
+    export(net, path, example["x"], example["edge_index"][:, :20000])
+    input_edges = sum(g["edge_index"].shape[1] for g in graphs["val"]) / max(1, len(graphs["val"]))
+    section = {
+        **common_section(args, splits, smoke),
+        "graph": args.graph,
+        "hparams": dict(module.hparams),
+        "train_seconds": seconds,
+        "graph_seconds": dm.prepare_seconds,
+        "scan_seconds": time.perf_counter() - start,
+        "final": history,
+        "cut_scan": scan,
+        "parameters": {f"{stage}_cut": cut},
+        "val_input_edges_per_event": input_edges,
+        "val": {
+            k: chosen[k] for k in ("stage_efficiency", "efficiency", "purity", "edges_per_event")
+        },
+        "test": test_rows[0] if graphs["test"] else {},
+        "cost": cost_of(args, stage, net),
+    }
+    layout.update_metrics(stage, section)
+    log(f"{stage} exported to {path}")
+
+
+def read_split_graphs(dm: EventDataModule, ids: list[int]) -> list[Sample]:
+    return [load_sample(sample_path(dm.graph_dir, i)) for i in ids]
+
+
+def run_filter(args, layout: Layout, splits, smoke: bool) -> None:
+    module = FilterModule(
+        hidden=args.filter_hidden,
+        layers=args.filter_layers,
+        pos_weight=args.filter_pos_weight,
+        non_target_weight=args.non_target_weight,
+        edges_per_step=args.edges_per_step,
+        lr=args.filter_lr,
+    )
+    dm = data_module(args, layout, splits, source_builder(args, layout), f"{args.graph}")
+    result = fit(module, dm, args, "filter", layout)
+    if result is not None:
+        finish_classifier(args, layout, splits, smoke, "filter", dm, result, args.filter_efficiency)
+
+
+def run_gnn(args, layout: Layout, splits, smoke: bool) -> None:
+    module = GNNModule(
+        model=args.model,
+        hidden=args.gnn_hidden,
+        iterations=args.gnn_iterations,
+        layers=args.gnn_layers,
+        node_columns=args.node_columns,
+        pos_weight=args.gnn_pos_weight,
+        non_target_weight=args.non_target_weight,
+        lr=args.gnn_lr,
+    )
+    builder = FilteredGraphBuilder(layout, source_builder(args, layout), device_for(args))
+    dm = data_module(args, layout, splits, builder, f"{args.graph}-filtered")
+    result = fit(module, dm, args, "gnn", layout)
+    if result is not None:
+        finish_classifier(args, layout, splits, smoke, "gnn", dm, result, args.gnn_efficiency)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def model_card(data: dict) -> str:
+    """A markdown summary of metrics.json: data, parameters, and per stage the network, its
+    cost and its validation/test edge metrics."""
+    first = next((data[s] for s in ("module_map", "embedding", "filter", "gnn") if s in data), {})
+    lines = ["# ExaTrkX models: model card", "", "Generated by `python -m exatrkx.train`.", ""]
+    if first.get("smoke_run"):
+        lines += ["**Smoke run**: one event served as training, validation and test data.", ""]
+    if first:
+        ev = first["events"]
+        lines += [
+            f"Events: train {ev['train']}, val {ev['val']}, test {ev['test']}. "
+            f"Target particles: {first['truth']}.",
+            "",
+        ]
+    params = data.get("parameters", {})
+    if params:
+        lines += ["| parameter | value |", "| --- | --- |"]
+        lines += [f"| `{k}` | {_fmt(v)} |" for k, v in sorted(params.items())]
+        lines.append("")
+    metric_cols = ["efficiency", "purity", "edges_per_event"]
+    for stage in ("module_map", "embedding", "filter", "gnn"):
+        if stage not in data:
+            continue
+        sec = data[stage]
+        lines += [f"## {stage}", ""]
+        if "hparams" in sec:
+            hp = ", ".join(f"{k}={_fmt(v)}" for k, v in sec["hparams"].items())
+            lines += [f"Hyperparameters: {hp}.", ""]
+        if "cost" in sec:
+            c = sec["cost"]
+            lines += [
+                f"Parameters {c['parameters']}; {c['gflops']:.2f} GFLOP (matrix products) for "
+                f"N = {c['spacepoints']} spacepoints, E = {c['edges']} edges.",
+                "",
+            ]
+        for key in ("train_seconds", "graph_seconds", "build_seconds"):
+            if key in sec:
+                lines.append(f"{key.replace('_', ' ')}: {sec[key]:.1f}")
+        rows = [(split, sec[split]) for split in ("val", "test") if sec.get(split)]
+        if rows:
+            cols = (["stage_efficiency"] if "stage_efficiency" in rows[0][1] else []) + metric_cols
+            lines += ["", "| split | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+            lines += [f"| {n} | " + " | ".join(_fmt(r[c]) for c in cols) + " |" for n, r in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def summarize_all(args, layout: Layout) -> None:
+    if rank_zero_only.rank != 0:
+        return
+    data = layout.read_metrics()
+    (layout.out / "model_card.md").write_text(model_card(data))
+    costs = {s: data[s]["cost"] for s in ("embedding", "filter", "gnn") if s in data}
+    if costs:
+        log("cost per stage at the --cost-* sizes:")
+        log(format_costs(costs))
+    log(f"pipeline parameters ({layout.parameters}):")
+    log(layout.parameters.read_text().strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m exatrkx.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("--events", type=Path, required=True, help="folder of TrackML events")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    t = p.add_argument_group("trainer")
+    t.add_argument("--max-epochs", type=int, default=20)
+    t.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu", "cuda", "auto"])
+    t.add_argument("--devices", default="1", help="devices per node, or 'auto'")
+    t.add_argument("--num-nodes", type=int, default=1)
+    t.add_argument("--strategy", default="auto", choices=["auto", "ddp"])
+    t.add_argument("--precision", default="32", choices=["32", "bf16-mixed", "16-mixed"])
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--train-repeat", type=int, default=1, help="passes over the events per epoch")
+    t.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
+    t.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
+    t.add_argument("--ddp-timeout-hours", type=float, default=4.0)
+    lr = p.add_argument_group("data and truth")
+    lr.add_argument("--max-events", type=int, default=0, help="use the first N events (0: all)")
+    lr.add_argument("--val-fraction", type=float, default=0.1)
+    lr.add_argument("--test-fraction", type=float, default=0.1)
+    lr.add_argument("--pt-min", type=float, default=1.0, help="target particles: pT above (GeV)")
+    lr.add_argument("--eta-max", type=float, default=4.0)
+    lr.add_argument("--min-hits", type=int, default=3)
+    lr.add_argument(
+        "--non-target-weight", type=float, default=0.1, help="filter/GNN: other true edges"
+    )
+    e = p.add_argument_group("embedding")
+    e.add_argument("--emb-dim", type=int, default=12)
+    e.add_argument("--emb-hidden", type=int, default=128)
+    e.add_argument("--emb-layers", type=int, default=4)
+    e.add_argument("--emb-lr", type=float, default=3e-3)
+    e.add_argument(
+        "--emb-non-target-weight", type=float, default=0.0, help="pull of non-target particles"
+    )
+    e.add_argument("--margin", type=float, default=0.1, help="hinge margin = training radius")
+    e.add_argument("--knn-train", type=int, default=50, help="hard negatives per spacepoint")
+    e.add_argument("--random-pairs", type=float, default=2.0, help="random pairs per spacepoint")
+    e.add_argument("--graph-efficiency", type=float, default=0.99)
+    m = p.add_argument_group("module map")
+    m.add_argument("--map-pt-min", type=float, default=0.0, help="particles building the map")
+    f = p.add_argument_group("filter")
+    f.add_argument("--graph", default="radius", choices=["radius", "module_map"])
+    f.add_argument("--filter-hidden", type=int, default=64)
+    f.add_argument("--filter-layers", type=int, default=3)
+    f.add_argument("--filter-lr", type=float, default=3e-3)
+    f.add_argument("--filter-pos-weight", type=float, default=2.0)
+    f.add_argument("--edges-per-step", type=int, default=500_000)
+    f.add_argument("--filter-efficiency", type=float, default=0.995)
+    g = p.add_argument_group("gnn")
+    g.add_argument("--model", default="plain", choices=["plain", "hetero"])
+    g.add_argument("--gnn-hidden", type=int, default=32)
+    g.add_argument("--gnn-iterations", type=int, default=6)
+    g.add_argument("--gnn-layers", type=int, default=2)
+    g.add_argument("--gnn-lr", type=float, default=3e-3)
+    g.add_argument("--node-columns", type=int, default=9, choices=[3, 9], help="plain model")
+    g.add_argument("--gnn-pos-weight", type=float, default=1.0)
+    g.add_argument("--gnn-efficiency", type=float, default=0.98)
+    c = p.add_argument_group("cost accounting (a pile-up 200 event)")
+    c.add_argument("--cost-spacepoints", type=int, default=100_000)
+    c.add_argument("--cost-edges", type=int, default=1_000_000, help="filter input edges")
+    c.add_argument("--cost-gnn-edges", type=int, default=300_000, help="GNN input edges")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    layout = Layout(args.out)
+    splits, smoke = event_splits(args)
+    if smoke:
+        log("smoke run: one event, used for training, validation and test alike")
+    log(f"events: train {splits['train']} val {splits['val']} test {splits['test']}")
+    stages = {
+        "module-map": run_module_map,
+        "embedding": run_embedding,
+        "filter": run_filter,
+        "gnn": run_gnn,
+    }
+    order = list(stages) if args.stage == "all" else [args.stage]
+    for stage in order:
+        log(f"=== {stage}")
+        stages[stage](args, layout, splits, smoke)
+    summarize_all(args, layout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

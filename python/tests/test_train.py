@@ -1,0 +1,232 @@
+"""Training: truth, splits, each stage's loss going down on tiny events, and `all` end to end."""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from exatrkx import data, metrics, trackml, train
+from exatrkx.export import torch_threads
+from exatrkx.models.graph import canonical_edges, contains, edge_labels, radius_graph
+from exatrkx.models.lightning import EmbeddingModule, FilterModule, GNNModule
+from exatrkx.paths import shared_trackml_dir
+
+REAL = shared_trackml_dir()
+
+
+# the backend loads TorchScript: deprecated in torch, still what libtorch runs without Python
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with torch_threads(1):  # tiny tensors; spinning threads on a busy machine cost 100x
+        yield
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("toy_events")
+    data.write_toy_events(directory, 4, particles_per_event=20, seed=11)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def toy_sample(toy_dir):
+    return data.event_sample(trackml.read_event(toy_dir, 1))
+
+
+def test_truth_pairs_follow_particles(toy_sample):
+    s = toy_sample
+    pid = s["particle_id"]
+    a, b = s["truth_pairs"]
+    assert len(a) > 0
+    assert bool((pid[a] == pid[b]).all()) and bool((pid[a] != 0).all())
+    # one pair fewer than spacepoints per particle: consecutive along each particle
+    counts = torch.bincount(torch.unique(pid[pid != 0], return_inverse=True)[1])
+    assert len(a) == int((counts - 1).sum())
+    r = s["x"][:, 0]
+    e = s["truth_edges"]
+    assert bool((r[e[0]] <= r[e[1]]).all())
+    assert s["truth_target"].dtype == torch.bool
+    assert bool((s["pt"][e[0]][s["truth_target"]] > 1.0).all())
+    # the toy's strip spacepoints (noise aside) have clusters that differ from them
+    strips = (s["x"][:, 0] > 0.2) & (pid != 0)
+    assert bool((s["x"][strips, 3:6] != s["x"][strips, :3]).any(1).all())
+
+
+@pytest.mark.skipif(REAL is None, reason="shared/data/trackml not present")
+def test_real_event_sample():
+    s = data.event_sample(trackml.read_event(REAL, 1))
+    assert s["x"].shape == (5527, 9)
+    target_particles = torch.unique(s["particle_id"][s["target_hit"]])
+    assert 20 < len(target_particles) < 80  # 56 particles above 1 GeV in this subset
+    assert s["truth_edges"].shape[1] > 4000
+
+
+def test_split_events():
+    assert data.split_events([5]) == ({"train": [5], "val": [5], "test": [5]}, True)
+    splits, smoke = data.split_events(list(range(10, 0, -1)), 0.1, 0.2)
+    assert not smoke
+    assert splits == {"train": list(range(1, 8)), "val": [8], "test": [9, 10]}
+    splits, _ = data.split_events([1, 2], 0.1, 0.1)
+    assert splits == {"train": [1], "val": [2], "test": []}
+    with pytest.raises(ValueError, match="fractions"):
+        data.split_events([1, 2, 3], 0.6, 0.5)
+    with pytest.raises(ValueError, match="no events"):
+        data.split_events([])
+
+
+def steps(module, batch, n, lr=3e-3):
+    """Plain optimisation steps on one batch, outside a Trainer (no logging)."""
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    module.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a Trainer
+        for _ in range(n):
+            loss = module.training_step(batch, 0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+def test_embedding_loss_goes_down(toy_sample):
+    torch.manual_seed(0)
+    module = EmbeddingModule(hidden=32, layers=2, emb_dim=8, margin=0.2, random_pairs=4.0)
+    n = toy_sample["x"].shape[0]
+    g = torch.Generator().manual_seed(1)
+    a = torch.cat([toy_sample["truth_edges"][0], torch.randint(0, n, (2000,), generator=g)])
+    b = torch.cat([toy_sample["truth_edges"][1], torch.randint(0, n, (2000,), generator=g)])
+
+    def loss():
+        with torch.no_grad():
+            return float(module.pair_loss(module.net(toy_sample["x"]), toy_sample, a, b))
+
+    before = loss()
+    steps(module, toy_sample, 40)
+    assert loss() < 0.6 * before
+    # the trained embedding brings true pairs closer than random pairs
+    with torch.no_grad():
+        emb = module.net(toy_sample["x"])
+    e = toy_sample["truth_edges"]
+    true_d = (emb[e[0]] - emb[e[1]]).norm(dim=1).median()
+    rand_d = (emb[a[-2000:]] - emb[b[-2000:]]).norm(dim=1).median()
+    assert true_d < 0.5 * rand_d
+
+
+@pytest.fixture(scope="module")
+def toy_graph(toy_sample):
+    """Truth edges plus random fakes, as a graph sample."""
+    n = toy_sample["x"].shape[0]
+    g = torch.Generator().manual_seed(2)
+    rand = torch.randint(0, n, (2, 3 * n), generator=g)
+    e = toy_sample["truth_edges"]
+    graph = dict(toy_sample)
+    graph["edge_index"] = canonical_edges(
+        torch.cat([e[0], rand[0]]), torch.cat([e[1], rand[1]]), toy_sample["x"][:, 0]
+    )
+    return graph
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FilterModule(hidden=32, layers=2, edges_per_step=500),
+        lambda: GNNModule(model="plain", hidden=16, iterations=2),
+        lambda: GNNModule(model="hetero", hidden=16, iterations=2),
+    ],
+    ids=["filter", "gnn-plain", "gnn-hetero"],
+)
+def test_edge_classifier_loss_goes_down(toy_graph, make):
+    torch.manual_seed(0)
+    module = make()
+
+    def loss():
+        with torch.no_grad():
+            return float(module.edge_loss(toy_graph, toy_graph["edge_index"]))
+
+    before = loss()
+    steps(module, toy_graph, 40)
+    assert loss() < 0.7 * before
+    with torch.no_grad():
+        scores = torch.sigmoid(module.net(toy_graph["x"], toy_graph["edge_index"]))
+    y, _ = edge_labels(toy_graph["edge_index"], toy_graph["particle_id"], toy_graph["target_hit"])
+    assert scores[y].mean() > scores[~y].mean() + 0.2
+
+
+def test_edge_classifier_takes_an_empty_graph(toy_graph):
+    module = GNNModule(hidden=8, iterations=1)
+    loss = module.edge_loss(toy_graph, torch.zeros(2, 0, dtype=torch.long))
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    assert all(p.grad is not None for p in module.parameters())
+
+
+def test_metrics_scans(toy_graph):
+    edge_index = toy_graph["edge_index"]
+    y, _ = edge_labels(edge_index, toy_graph["particle_id"], toy_graph["target_hit"])
+    perfect = y.float() * 0.9 + 0.05
+    rows = metrics.cut_scan([(perfect, toy_graph)], [0.01, 0.5, 0.99])
+    assert [r["stage_efficiency"] for r in rows] == [1.0, 1.0, 0.0]
+    assert rows[1]["purity"] == 1.0 and rows[0]["purity"] < 1.0
+    assert metrics.choose_cut(rows, 0.99)["cut"] == 0.5
+    counts = metrics.graph_counts(edge_index, toy_graph)
+    assert counts["truth_found"] == counts["truth_total"]  # every truth edge is in the graph
+
+
+def test_precision_needs_a_device_that_has_it():
+    args = train.build_parser().parse_args(
+        ["gnn", "--events", ".", "--out", ".", "--precision", "16-mixed"]
+    )
+    with pytest.raises(ValueError, match="16-mixed needs --accelerator gpu"):
+        train.check_precision(args)
+
+
+def test_stage_without_its_inputs_says_which(tmp_path, toy_dir):
+    with pytest.raises(FileNotFoundError, match="embedding"):
+        train.main(
+            ["filter", "--events", str(toy_dir), "--out", str(tmp_path), "--max-epochs", "1"]
+        )
+    with pytest.raises(FileNotFoundError, match="no event"):
+        train.main(["embedding", "--events", str(tmp_path), "--out", str(tmp_path)])
+
+
+def test_all_command_end_to_end(tmp_path, toy_dir):
+    out = tmp_path / "out"
+    small = ["--emb-hidden", "32", "--filter-hidden", "32", "--gnn-hidden", "16"]
+    args = ["all", "--events", str(toy_dir), "--out", str(out), "--max-epochs", "2"]
+    args += small + ["--gnn-iterations", "2", "--val-fraction", "0.25", "--test-fraction", "0.25"]
+    args += ["--cost-spacepoints", "1000", "--cost-edges", "5000", "--cost-gnn-edges", "2000"]
+    assert train.main(args) == 0
+    names = ("embed.pt", "filter.pt", "gnn.pt", "module_map.csv", "metrics.json", "model_card.md")
+    for name in names:
+        assert (out / name).is_file(), name
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["embedding"]["events"] == {"train": [1, 2], "val": [3], "test": [4]}
+    params = result["parameters"]
+    assert params["radius"] > 0 and params["knn"] >= 1
+    assert 0 <= params["filter_cut"] < 1 and 0 <= params["gnn_cut"] < 1
+    assert (out / "parameters.txt").read_text().splitlines() == [
+        f"{k}={params[k]}" for k in sorted(params)
+    ]
+    for stage in ("embedding", "filter", "gnn"):
+        assert result[stage]["cost"]["parameters"] > 0
+        assert result[stage]["test"]["events"] == 1
+    assert result["embedding"]["radius_scan"] and result["gnn"]["cut_scan"]
+    assert result["module_map"]["rows"] > 0
+    card = (out / "model_card.md").read_text()
+    assert "## gnn" in card and f"| `knn` | {params['knn']} |" in card
+    # the exported files chain into a pipeline on a test event
+    s = data.load_sample(data.sample_path(out / "samples", 4))
+    embed = torch.jit.load(str(out / "embed.pt"))
+    with torch.no_grad():
+        graph = radius_graph(embed(s["x"]), params["radius"], params["knn"], s["x"][:, 0])
+        kept = graph[
+            :,
+            torch.sigmoid(torch.jit.load(str(out / "filter.pt"))(s["x"], graph))
+            > params["filter_cut"],
+        ]
+        scores = torch.jit.load(str(out / "gnn.pt"))(s["x"], kept)
+    assert scores.shape == (kept.shape[1],)
+    assert contains(graph, kept, s["x"].shape[0]).all()
