@@ -1,8 +1,143 @@
-//! `exatrkx run` (placeholder until its implementation lands).
+//! `exatrkx run`: the pipeline in-process on TrackML-format events, writing one labels file per
+//! event, with per-stage timings and, where truth is present, efficiency and fake rate.
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use exatrkx_pipeline::{EventInput, GraphMethod, OutputRequest, Pipeline, PipelineConfig};
+use trackml::evaluate::{evaluate, EvalConfig, Metrics};
+use trackml::{features, io};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Directory with TrackML-format events (`event%09d-hits.csv[.gz]`, ...).
+    #[arg(long)]
+    events: PathBuf,
+    /// Where to write `event%09d-labels.csv`.
+    #[arg(long)]
+    out: PathBuf,
+    /// The model folder (holding config.pbtxt and the version folder), or a model repository
+    /// holding `exatrkx/`.
+    #[arg(long, default_value = "model_repository/exatrkx")]
+    model: PathBuf,
+    /// Model version folder inside the model folder.
+    #[arg(long, default_value = "1")]
+    version: String,
+    /// Pipeline parameter overriding config.pbtxt, `key=value` (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// Only these event ids (repeatable); default: every event in the directory.
+    #[arg(long = "event")]
+    event_ids: Vec<u64>,
+    /// Intra-op threads for libtorch (default: libtorch's choice, one per core).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Let TorchScript re-specialise the networks per input shape (off, as in the backend).
+    #[arg(long)]
+    jit_optimize: bool,
+}
 
-pub fn main(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`exatrkx run` is not implemented yet")
+fn model_folder(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.join("config.pbtxt").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if path.join("exatrkx/config.pbtxt").is_file() {
+        return Ok(path.join("exatrkx"));
+    }
+    bail!(
+        "no config.pbtxt in {} (nor in its exatrkx/ folder)",
+        path.display()
+    )
+}
+
+/// The pipeline settings of the served model, with command-line overrides on top.
+fn config(args: &Args) -> anyhow::Result<PipelineConfig> {
+    let folder = model_folder(&args.model)?;
+    let mut cfg = PipelineConfig::from_model_folder(&folder, &args.version)?;
+    for param in &args.params {
+        let Some((key, value)) = param.split_once('=') else {
+            bail!("--param '{param}': expected key=value");
+        };
+        cfg.set(key.trim(), value)?;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    if let Some(n) = args.threads {
+        tch::set_num_threads(n);
+    }
+    tch::jit::set_graph_executor_optimize(args.jit_optimize);
+    let cfg = config(&args)?;
+    let needs_modules = cfg.graph_construction == GraphMethod::ModuleMap;
+    let pipeline = Pipeline::new(cfg).context("loading the pipeline")?;
+    let ids = if args.event_ids.is_empty() {
+        io::list_events(&args.events)?
+    } else {
+        args.event_ids.clone()
+    };
+    if ids.is_empty() {
+        bail!("no event%09d-hits.csv in {}", args.events.display());
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+
+    let eval_cfg = EvalConfig::default();
+    let mut total: Option<Metrics> = None;
+    let mut seconds = Vec::with_capacity(ids.len());
+    for event_id in ids {
+        let event = io::read_event(&args.events, event_id)
+            .with_context(|| format!("reading event {event_id} from {}", args.events.display()))?;
+        let x = features::node_features(&event);
+        let modules = needs_modules.then(|| features::module_ids(&event));
+        let input = EventInput {
+            features: &x,
+            num_features: features::NUM_FEATURES,
+            module_ids: modules.as_deref(),
+        };
+        let start = Instant::now();
+        let out = pipeline
+            .run(&input, OutputRequest::default())
+            .with_context(|| format!("event {event_id}"))?;
+        let elapsed = start.elapsed().as_secs_f64();
+        seconds.push(elapsed);
+        let hit_ids: Vec<u64> = event.hits.iter().map(|h| h.hit_id).collect();
+        io::write_labels(&args.out, event_id, &hit_ids, &out.labels)?;
+        let stages: Vec<String> = out
+            .timings
+            .iter()
+            .map(|t| format!("{} {:.3}s", t.stage, t.seconds))
+            .collect();
+        let mut line = format!(
+            "event {event_id}: {} spacepoints, {} tracks, {:.3} s ({}), edges {:?}",
+            out.labels.len(),
+            out.num_tracks,
+            elapsed,
+            stages.join(", "),
+            out.graph_sizes
+        );
+        if event.truth.is_some() && event.particles.is_some() {
+            let m = evaluate(&event, &out.labels, &eval_cfg)?;
+            line += &format!(
+                ", efficiency {:.4}, fake rate {:.4}",
+                m.efficiency, m.fake_rate
+            );
+            match total.as_mut() {
+                Some(t) => t.merge(&m),
+                None => total = Some(m),
+            }
+        }
+        println!("{line}");
+    }
+    let mean = seconds.iter().sum::<f64>() / seconds.len() as f64;
+    print!("{} events, mean {:.3} s per event", seconds.len(), mean);
+    if let Some(t) = total {
+        print!(
+            "; efficiency {:.4} ({} of {} target particles), fake rate {:.4}, duplicate rate {:.4}",
+            t.efficiency, t.matched_targets, t.target_particles, t.fake_rate, t.duplicate_rate
+        );
+    }
+    println!();
+    Ok(())
 }

@@ -1,0 +1,71 @@
+"""`exatrkx run` (the in-process Rust pipeline on TrackML events) against the Python reference."""
+
+import shutil
+
+import numpy as np
+import pytest
+import rust_tools
+
+from exatrkx import data, module_map, reference, trackml
+from exatrkx.paths import REPO_ROOT
+
+MODEL = REPO_ROOT / "pipeline" / "tests" / "fixtures" / "exatrkx"
+needs_rust = pytest.mark.skipif(
+    not rust_tools.EXATRKX.exists(),
+    reason="target/release/exatrkx not built (cargo build --release)",
+)
+
+
+@needs_rust
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"graph_construction": "module_map", "track_builder": "walkthrough"},
+    ],
+)
+def test_run_writes_the_reference_labels(tmp_path, params):
+    events = rust_tools.simulate(tmp_path / "events", mu=3, events=2, seed=41)
+    # the fixture networks with a module map of these events' own truth, so that both graph
+    # constructions find tracks
+    folder = tmp_path / "exatrkx"
+    shutil.copytree(MODEL, folder)
+    samples = [
+        data.event_sample(trackml.read_event(events, i)) for i in trackml.list_events(events)
+    ]
+    module_map.save_module_map(
+        module_map.build_module_map(samples), folder / "1" / "module_map.csv"
+    )
+    out = tmp_path / "labels"
+    args = [rust_tools.EXATRKX, "run", "--events", events, "--out", out, "--model", folder]
+    for key, value in params.items():
+        args += ["--param", f"{key}={value}"]
+    stdout = rust_tools.run(*args)
+    assert "2 events" in stdout and "efficiency" in stdout and "fake rate" in stdout
+
+    pipeline = reference.ReferencePipeline(folder / "1", reference.load_parameters(folder, params))
+    for event_id in trackml.list_events(events):
+        event = trackml.read_event(events, event_id)
+        written = trackml.read_labels(out, event_id)
+        assert written["hit_id"].tolist() == event.hits["hit_id"].tolist()
+        expected = pipeline.run(trackml.features(event), trackml.module_ids(event)).labels
+        assert np.array_equal(written["track_id"].to_numpy(), expected)
+        assert written["track_id"].max() >= 0, "the fixture models find some tracks"
+
+
+@needs_rust
+def test_run_names_a_bad_parameter(tmp_path):
+    events = rust_tools.simulate(tmp_path / "events", mu=1, events=1, seed=3)
+    with pytest.raises(RuntimeError, match="radius"):
+        rust_tools.run(
+            rust_tools.EXATRKX,
+            "run",
+            "--events",
+            events,
+            "--out",
+            tmp_path / "o",
+            "--model",
+            MODEL,
+            "--param",
+            "radius=-1",
+        )
