@@ -1,0 +1,100 @@
+"""`make demo`: simulate events, serve them through a real tritonserver over gRPC, report quality
+and latency.
+
+Steps: `exatrkx simulate` writes TrackML-format events; tritonserver starts on free loopback
+ports with `model_repository/` and the Rust backend; `exatrkx_client` sends one gRPC request per
+event and writes the labels; `exatrkx.evaluate` scores them against the truth; the server stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from exatrkx import evaluate, paths, trackml
+from exatrkx.server import TritonServer
+from exatrkx_client import ExaTrkXClient, run_events, summarize
+
+EXATRKX = paths.REPO_ROOT / "target" / "release" / "exatrkx"
+
+
+def simulate(out: Path, mu: int, events: int, seed: int) -> None:
+    if not EXATRKX.exists():
+        sys.exit(f"{EXATRKX} is missing: run `make setup` first")
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [str(EXATRKX), "--log", "warn", "simulate", "--mu", str(mu), "--events", str(events)]
+    cmd += ["--seed", str(seed), "--out", str(out)]
+    subprocess.run(cmd, check=True)
+
+
+def server_compute_ms(stats: dict) -> tuple[float, float]:
+    """Mean queue and compute (input + infer + output) time per successful request, in ms."""
+    model = stats["model_stats"][0]["inference_stats"]
+    count = max(1, int(model["success"]["count"]))
+    queue = int(model["queue"]["ns"]) / count / 1e6
+    compute = sum(int(model[k]["ns"]) for k in ("compute_input", "compute_infer", "compute_output"))
+    return queue, compute / count / 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m exatrkx.demo", description=__doc__)
+    parser.add_argument("--mu", type=int, default=200, help="pile-up (default 200)")
+    parser.add_argument("--events", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=int(os.environ.get("DEMO_SEED", 9001)))
+    parser.add_argument("--work", type=Path, default=paths.REPO_ROOT / "data" / "demo")
+    parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
+    parser.add_argument("--model-repository", type=Path, default=paths.MODEL_REPOSITORY)
+    args = parser.parse_args(argv)
+
+    events_dir, labels_dir = args.work / "events", args.work / "labels"
+    print(f"== simulating {args.events} events at mu={args.mu} (seed {args.seed})")
+    start = time.perf_counter()
+    simulate(events_dir, args.mu, args.events, args.seed)
+    print(f"   {time.perf_counter() - start:.1f} s -> {events_dir}")
+
+    print(f"== starting tritonserver with {args.model_repository}")
+    with TritonServer(args.model_repository, log_path=args.work / "tritonserver.log") as server:
+        url = server.grpc_url if args.protocol == "grpc" else server.http_url
+        print(f"   ready: gRPC {server.grpc_url}, HTTP {server.http_url}")
+        # one small request first, so the reported latencies are those of a warm server
+        warm = trackml.read_event(events_dir, trackml.list_events(events_dir)[0])
+        with ExaTrkXClient(url, protocol=args.protocol) as client:
+            client.infer(trackml.features(warm)[:2000])
+        print(f"== sending {args.events} events over {args.protocol}")
+        shutil.rmtree(labels_dir, ignore_errors=True)
+        results = run_events(url, events_dir, labels_dir, protocol=args.protocol)
+        queue_ms, compute_ms = server_compute_ms(server.model_statistics())
+    failed = [r for r in results if r.error]
+    if failed:
+        print(f"{len(failed)} events failed; server log: {args.work / 'tritonserver.log'}")
+        return 1
+
+    total, _ = evaluate.evaluate_dirs(events_dir, labels_dir)
+    s = summarize(results)
+    lat = np.array([r.latency_s for r in results]) * 1e3
+    print("== results")
+    print(f"   events                 {s['events']} (mean {s['spacepoints_mean']:.0f} spacepoints)")
+    print(
+        f"   target particles       {total['target_particles']} (pT > 1 GeV, |eta| < 4, >= 5 hits)"
+    )
+    print(f"   tracking efficiency    {total['efficiency']:.4f}")
+    print(f"   fake rate              {total['fake_rate']:.4f}")
+    print(f"   duplicate rate         {total['duplicate_rate']:.4f}")
+    print(
+        f"   latency (client, ms)   mean {lat.mean():.0f}, "
+        f"median {np.median(lat):.0f}, max {lat.max():.0f}"
+    )
+    print(f"   server per request     queue {queue_ms:.1f} ms, compute {compute_ms:.0f} ms")
+    print(f"   labels                 {labels_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
