@@ -1,6 +1,8 @@
 //! Instance state: one `Pipeline` (its own TorchScript modules) per model instance, on the
 //! instance's device, and the execution of one request on it.
-use exatrkx_pipeline::{DeviceKind, EventInput, OutputRequest, Pipeline, TrackParams};
+use exatrkx_pipeline::{
+    DeviceKind, EventInput, OutputRequest, Pipeline, PipelineError, TrackParams,
+};
 use triton::{
     log_info, log_verbose, log_warn, DataType, Error, InstanceKind, ModelInstance, Request,
     RequestTimer, Response, Result,
@@ -64,7 +66,23 @@ impl InstanceState {
         };
         let mut cfg = settings.pipeline.clone();
         cfg.device = choose_device(&name, kind, device_id, cuda_devices, cfg.allow_cpu_fallback)?;
-        let pipeline = Pipeline::new(cfg).map_err(pipeline_error)?;
+        // Each pipeline on a GPU owns its CUDA stream (libtorch's current stream during its
+        // events), so the instances on one GPU overlap.
+        let pipeline = match Pipeline::new(cfg.clone()) {
+            // The GPU is there but its CUDA setup is not (no driver library, no NVRTC, ...).
+            Err(PipelineError::Device(reason))
+                if cfg.allow_cpu_fallback && cfg.device != DeviceKind::Cpu =>
+            {
+                log_warn!(
+                    "model instance '{name}': {reason}; running on the CPU \
+                     (allow_cpu_fallback = true)"
+                );
+                cfg.device = DeviceKind::Cpu;
+                Pipeline::new(cfg)
+            }
+            other => other,
+        }
+        .map_err(pipeline_error)?;
         let width = pipeline.num_features();
         if let Some(&fixed) = settings.feature_dims.get(1).filter(|&&d| d > 0) {
             if fixed as usize != width {

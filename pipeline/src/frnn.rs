@@ -25,17 +25,17 @@ pub struct RadiusGraphConfig {
 }
 
 /// Neighbour order of the definition: by squared distance, then by index.
-type Key = (f64, u32);
+pub(crate) type Key = (f64, u32);
 
 #[inline]
-fn key_less(a: Key, b: Key) -> bool {
+pub(crate) fn key_less(a: Key, b: Key) -> bool {
     a.0 < b.0 || (a.0 == b.0 && a.1 < b.1)
 }
 
 /// Squared distance accumulated in f64 over the dimensions in order, when below `r2`.
 /// Stopping early is exact: the partial sums of non-negative terms never decrease.
 #[inline]
-fn distance2_below(a: &[f32], b: &[f32], r2: f64) -> Option<f64> {
+pub(crate) fn distance2_below(a: &[f32], b: &[f32], r2: f64) -> Option<f64> {
     let head = a.len().min(3);
     let mut d2 = 0.0f64;
     for k in 0..head {
@@ -58,12 +58,86 @@ const CELL_MARGIN: f64 = 1e-6;
 /// Points per block of queries handed to one rayon task.
 const QUERY_BLOCK: usize = 512;
 
+/// Where the grid lies: origin, cell width and cells per axis over the first (up to) three
+/// dimensions. Shared by the CPU grid and the CUDA one (`gpu::frnn`), which place every point
+/// in the same cell.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct GridGeometry {
+    /// Grid axes: the first `min(dim, 3)` dimensions.
+    pub axes: usize,
+    pub lo: [f64; 3],
+    pub cell: f64,
+    pub shape: [usize; 3],
+}
+
+impl GridGeometry {
+    /// The grid over the box `lo..=hi` (per axis) for `n` points: cells at least the radius
+    /// wide, wider when the box would need too many cells (embeddings often fill a thin shell of
+    /// the box, so many empty cells are allowed).
+    pub fn new(lo: [f64; 3], hi: [f64; 3], axes: usize, n: usize, radius: f32) -> Self {
+        let max_cells = (32 * n).max(1 << 16) as f64;
+        let mut cell = radius as f64 * (1.0 + CELL_MARGIN);
+        let mut shape = [1usize; 3];
+        loop {
+            let mut total = 1.0f64;
+            for k in 0..axes {
+                let cells = ((hi[k] - lo[k]) / cell).floor() + 1.0;
+                total *= cells;
+                shape[k] = cells.min(usize::MAX as f64 / 4.0) as usize;
+            }
+            if total <= max_cells {
+                break;
+            }
+            cell *= (total / max_cells).powf(1.0 / axes as f64) * 1.01;
+        }
+        Self {
+            axes,
+            lo,
+            cell,
+            shape,
+        }
+    }
+
+    /// Smallest and largest coordinate per grid axis, in f64.
+    pub fn bounds(points: &[f32], dim: usize) -> ([f64; 3], [f64; 3]) {
+        let mut lo = [0.0f64; 3];
+        let mut hi = [0.0f64; 3];
+        for k in 0..dim.min(3) {
+            let (mut a, mut b) = (f64::INFINITY, f64::NEG_INFINITY);
+            for p in points.chunks_exact(dim) {
+                a = a.min(p[k] as f64);
+                b = b.max(p[k] as f64);
+            }
+            lo[k] = a;
+            hi[k] = b;
+        }
+        (lo, hi)
+    }
+
+    #[inline]
+    pub fn cell_of(&self, p: &[f32]) -> [usize; 3] {
+        let mut c = [0usize; 3];
+        for k in 0..self.axes {
+            let x = ((p[k] as f64 - self.lo[k]) / self.cell).floor();
+            c[k] = (x.max(0.0) as usize).min(self.shape[k] - 1);
+        }
+        c
+    }
+
+    #[inline]
+    pub fn linear(&self, c: [usize; 3]) -> usize {
+        (c[0] * self.shape[1] + c[1]) * self.shape[2] + c[2]
+    }
+
+    pub fn num_cells(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
 /// The counting-sorted grid over the first (up to) three dimensions.
 struct Grid {
     dim: usize,
-    lo: [f64; 3],
-    cell: f64,
-    shape: [usize; 3],
+    geo: GridGeometry,
     /// `cell_start[c]..cell_start[c + 1]`: the sorted positions of the points in cell `c`.
     cell_start: Vec<u32>,
     /// Original index of the point at each sorted position.
@@ -75,48 +149,12 @@ struct Grid {
 impl Grid {
     fn new(points: &[f32], dim: usize, radius: f32) -> Self {
         let n = points.len() / dim;
-        let grid_dims = dim.min(3);
-        let mut lo = [0.0f64; 3];
-        let mut hi = [0.0f64; 3];
-        for k in 0..grid_dims {
-            let (mut a, mut b) = (f64::INFINITY, f64::NEG_INFINITY);
-            for p in points.chunks_exact(dim) {
-                a = a.min(p[k] as f64);
-                b = b.max(p[k] as f64);
-            }
-            lo[k] = a;
-            hi[k] = b;
-        }
-        // Cells at least the radius wide; wider when the box would need too many cells
-        // (embeddings often fill a thin shell of the box, so allow many empty cells).
-        let max_cells = (32 * n).max(1 << 16) as f64;
-        let mut cell = radius as f64 * (1.0 + CELL_MARGIN);
-        let mut shape = [1usize; 3];
-        loop {
-            let mut total = 1.0f64;
-            for k in 0..grid_dims {
-                let cells = ((hi[k] - lo[k]) / cell).floor() + 1.0;
-                total *= cells;
-                shape[k] = cells.min(usize::MAX as f64 / 4.0) as usize;
-            }
-            if total <= max_cells {
-                break;
-            }
-            cell *= (total / max_cells).powf(1.0 / grid_dims as f64) * 1.01;
-        }
-        let mut grid = Grid {
-            dim,
-            lo,
-            cell,
-            shape,
-            cell_start: Vec::new(),
-            order: Vec::new(),
-            sorted: Vec::new(),
-        };
-        let ncells = shape.iter().product::<usize>();
+        let (lo, hi) = GridGeometry::bounds(points, dim);
+        let geo = GridGeometry::new(lo, hi, dim.min(3), n, radius);
+        let ncells = geo.num_cells();
         let cells: Vec<u32> = points
             .par_chunks_exact(dim)
-            .map(|p| grid.linear(grid.cell_of(p)) as u32)
+            .map(|p| geo.linear(geo.cell_of(p)) as u32)
             .collect();
         let mut start = vec![0u32; ncells + 1];
         for &c in &cells {
@@ -139,25 +177,13 @@ impl Grid {
             .for_each(|(dst, &i)| {
                 dst.copy_from_slice(&points[i as usize * dim..(i as usize + 1) * dim])
             });
-        grid.cell_start = start;
-        grid.order = order;
-        grid.sorted = sorted;
-        grid
-    }
-
-    #[inline]
-    fn cell_of(&self, p: &[f32]) -> [usize; 3] {
-        let mut c = [0usize; 3];
-        for k in 0..self.dim.min(3) {
-            let x = ((p[k] as f64 - self.lo[k]) / self.cell).floor();
-            c[k] = (x.max(0.0) as usize).min(self.shape[k] - 1);
+        Grid {
+            dim,
+            geo,
+            cell_start: start,
+            order,
+            sorted,
         }
-        c
-    }
-
-    #[inline]
-    fn linear(&self, c: [usize; 3]) -> usize {
-        (c[0] * self.shape[1] + c[1]) * self.shape[2] + c[2]
     }
 
     fn point(&self, pos: usize) -> &[f32] {
@@ -170,14 +196,15 @@ impl Grid {
     /// (d2, original index), appended to `near`.
     fn within(&self, pos: usize, r2: f64, near: &mut Vec<Key>) {
         let q = self.point(pos);
-        let c = self.cell_of(q);
-        let lo_hi = |k: usize| (c[k].saturating_sub(1), (c[k] + 1).min(self.shape[k] - 1));
+        let geo = &self.geo;
+        let c = geo.cell_of(q);
+        let lo_hi = |k: usize| (c[k].saturating_sub(1), (c[k] + 1).min(geo.shape[k] - 1));
         let ((a0, b0), (a1, b1), (a2, b2)) = (lo_hi(0), lo_hi(1), lo_hi(2));
         for c0 in a0..=b0 {
             for c1 in a1..=b1 {
                 // The cells along the last grid axis are adjacent in memory: one range.
-                let from = self.cell_start[self.linear([c0, c1, a2])] as usize;
-                let to = self.cell_start[self.linear([c0, c1, b2]) + 1] as usize;
+                let from = self.cell_start[geo.linear([c0, c1, a2])] as usize;
+                let to = self.cell_start[geo.linear([c0, c1, b2]) + 1] as usize;
                 for cand in from..to {
                     if cand != pos {
                         if let Some(d2) = distance2_below(q, self.point(cand), r2) {
@@ -452,7 +479,7 @@ pub(crate) mod tests {
     }
 
     /// Random clouds with clusters, exact duplicates and points on a lattice (exact ties).
-    fn cloud(rng: &mut ChaCha8Rng, n: usize, dim: usize) -> Vec<f32> {
+    pub(crate) fn cloud(rng: &mut ChaCha8Rng, n: usize, dim: usize) -> Vec<f32> {
         let mut points = Vec::with_capacity(n * dim);
         for i in 0..n {
             match i % 5 {

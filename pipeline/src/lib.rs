@@ -4,7 +4,7 @@
 //! Stages, one module each, behind the interfaces of `stage`: `embedding` (metric learning),
 //! graph construction by `frnn` (radius graph on a grid) or `module_map`, `edge_classifier`
 //! (filter, GNN), `track_building` (connected components, walkthrough), `fit` (helix
-//! parameters); `pipeline` composes them. Contracts (features, edge convention, parameters,
+//! parameters); `pipeline` composes them; `gpu` holds the CUDA stages. Contracts (features, edge convention, parameters,
 //! model interfaces): `docs/DESIGN.md`.
 
 mod config;
@@ -15,6 +15,7 @@ mod error;
 mod event;
 pub mod fit;
 pub mod frnn;
+pub mod gpu;
 mod model;
 pub mod module_map;
 pub mod npy;

@@ -11,6 +11,8 @@ use crate::error::{PipelineError, Result};
 use crate::event::{EventInput, EventOutput, OutputRequest, StageTiming};
 use crate::fit::{fit_tracks, FitConfig};
 use crate::frnn::{RadiusGraph, RadiusGraphConfig};
+use crate::gpu::components::CudaConnectedComponents;
+use crate::gpu::frnn::CudaRadiusGraph;
 use crate::module_map::{ModuleMap, ModuleMapGraph};
 use crate::stage::{
     host_slice, EdgeClassifier, EventData, ExecutionContext, GraphConstruction, TrackBuilding,
@@ -29,8 +31,11 @@ pub struct Pipeline {
     fit: FitConfig,
 }
 
-/// Run one stage inside a debug span and record its wall time.
+/// Run one stage inside a debug span and record its wall time. On a GPU the stage's queued
+/// work is waited for, so that the time is the stage's own (the stages synchronise anyway when
+/// they read sizes back, so this costs little).
 fn timed<T>(
+    ctx: &ExecutionContext,
     timings: &mut Vec<StageTiming>,
     stage: &'static str,
     f: impl FnOnce() -> Result<T>,
@@ -38,7 +43,7 @@ fn timed<T>(
     let span = debug_span!("stage", stage);
     let _entered = span.enter();
     let start = Instant::now();
-    let out = f();
+    let out = f().and_then(|v| ctx.synchronize().map(|()| v));
     let seconds = start.elapsed().as_secs_f64();
     debug!(
         stage,
@@ -50,16 +55,16 @@ fn timed<T>(
     out
 }
 
-/// The graph construction for the settings and the device. GPU versions go in the `Cuda` arm;
-/// until they exist the CPU ones run there on host copies of the tensors.
+/// The graph construction for the settings and the device.
 fn graph_stage(cfg: &PipelineConfig, ctx: &ExecutionContext) -> Result<Box<dyn GraphConstruction>> {
+    let radius = RadiusGraphConfig {
+        radius: cfg.radius,
+        knn: cfg.knn,
+    };
     Ok(match (cfg.graph_construction, ctx.device()) {
-        (GraphMethod::Radius, DeviceKind::Cpu | DeviceKind::Cuda(_)) => Box::new(RadiusGraph {
-            cfg: RadiusGraphConfig {
-                radius: cfg.radius,
-                knn: cfg.knn,
-            },
-        }),
+        (GraphMethod::Radius, DeviceKind::Cpu) => Box::new(RadiusGraph { cfg: radius }),
+        (GraphMethod::Radius, DeviceKind::Cuda(_)) => Box::new(CudaRadiusGraph { cfg: radius }),
+        // The module map reads the host input; its edges are copied to the device once.
         (GraphMethod::ModuleMap, DeviceKind::Cpu | DeviceKind::Cuda(_)) => {
             Box::new(ModuleMapGraph {
                 map: ModuleMap::load(&cfg.module_map_path())?,
@@ -68,14 +73,18 @@ fn graph_stage(cfg: &PipelineConfig, ctx: &ExecutionContext) -> Result<Box<dyn G
     })
 }
 
-/// The track builder for the settings and the device (GPU versions: as for `graph_stage`).
+/// The track builder for the settings and the device.
 fn track_building_stage(cfg: &PipelineConfig, ctx: &ExecutionContext) -> Box<dyn TrackBuilding> {
     match (cfg.track_builder, ctx.device()) {
-        (TrackBuilder::ConnectedComponents, DeviceKind::Cpu | DeviceKind::Cuda(_)) => {
-            Box::new(ConnectedComponents {
+        (TrackBuilder::ConnectedComponents, DeviceKind::Cpu) => Box::new(ConnectedComponents {
+            min_track_length: cfg.min_track_length,
+        }),
+        (TrackBuilder::ConnectedComponents, DeviceKind::Cuda(_)) => {
+            Box::new(CudaConnectedComponents {
                 min_track_length: cfg.min_track_length,
             })
         }
+        // The walkthrough is sequential: on the CPU, on one copy of the surviving edges.
         (TrackBuilder::Walkthrough, DeviceKind::Cpu | DeviceKind::Cuda(_)) => {
             Box::new(Walkthrough {
                 cfg: WalkthroughConfig {
@@ -142,6 +151,10 @@ impl Pipeline {
             }
         }
         let track_builder = track_building_stage(&cfg, &ctx);
+        if let DeviceKind::Cuda(i) = cfg.device {
+            // The weights were copied on libtorch's default stream; events run on ours.
+            tch::Cuda::synchronize(i as i64);
+        }
         info!(
             device = ?cfg.device,
             graph = ?cfg.graph_construction,
@@ -236,24 +249,25 @@ impl Pipeline {
         let _no_grad = tch::no_grad_guard();
         let timings = &mut out.timings;
         let ctx = &self.ctx;
+        let _stream = ctx.enter_event()?;
 
         let mut event = EventData::new(ctx, input)?;
         if n > 0 {
             if let Some(embedding) = &self.embedding {
-                timed(timings, "embedding", || embedding.run(ctx, &mut event))?;
+                timed(ctx, timings, "embedding", || embedding.run(ctx, &mut event))?;
             }
-            timed(timings, "graph", || self.graph.build(ctx, &mut event))?;
+            timed(ctx, timings, "graph", || self.graph.build(ctx, &mut event))?;
         }
         out.graph_sizes[0] = event.num_edges();
         for (k, classifier) in self.classifiers.iter().enumerate() {
             if event.num_edges() > 0 {
-                timed(timings, classifier.name(), || {
+                timed(ctx, timings, classifier.name(), || {
                     classifier.classify(ctx, &mut event)
                 })?;
             }
             out.graph_sizes[(k + 1).min(2)] = event.num_edges();
         }
-        let tracks = timed(timings, "tracks", || {
+        let tracks = timed(ctx, timings, "tracks", || {
             self.track_builder.build_tracks(ctx, &event)
         })?;
         out.labels = tracks.labels;
@@ -267,7 +281,7 @@ impl Pipeline {
             });
         }
         if want.tracks {
-            let tracks = timed(&mut out.timings, "fit", || {
+            let tracks = timed(ctx, &mut out.timings, "fit", || {
                 Ok(fit_tracks(
                     input.features,
                     input.num_features,

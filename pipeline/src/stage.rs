@@ -1,10 +1,11 @@
 //! The stage interfaces (graph construction, edge classification, track building), the execution
 //! context they run in, and the bundle of tensors that flows from stage to stage.
 //!
-//! Every stage has a CPU implementation. A GPU implementation goes beside it in the same module
-//! and is chosen in `pipeline.rs` from the context's device; until one exists, the CPU
-//! implementation runs on host copies of the tensors (the networks still run on the GPU).
+//! Every stage has a CPU implementation. The GPU ones (`crate::gpu`) are chosen in
+//! `pipeline.rs` from the context's device; a stage without one runs its CPU implementation on
+//! host copies of the tensors (the networks still run on the GPU).
 use std::ops::Deref;
+use std::sync::Arc;
 
 use tch::kind::Element;
 use tch::{Device, Kind, Tensor};
@@ -12,14 +13,16 @@ use tch::{Device, Kind, Tensor};
 use crate::config::{DeviceKind, Precision};
 use crate::error::{PipelineError, Result};
 use crate::event::EventInput;
+use crate::gpu::{EventStream, GpuRuntime};
 
-/// Where the stages of one pipeline run. One per pipeline (per Triton model instance); a GPU
-/// implementation adds its stream here.
+/// Where the stages of one pipeline run. One per pipeline (per Triton model instance); on a GPU
+/// it holds the instance's CUDA runtime (its stream, the kernels).
 #[derive(Clone, Debug)]
 pub struct ExecutionContext {
     device: DeviceKind,
     torch_device: Device,
     network_kind: Kind,
+    gpu: Option<Arc<GpuRuntime>>,
 }
 
 impl ExecutionContext {
@@ -50,10 +53,15 @@ impl ExecutionContext {
                         .into(),
                 )),
             };
+        let gpu = match device {
+            DeviceKind::Cpu => None,
+            DeviceKind::Cuda(i) => Some(Arc::new(GpuRuntime::new(i)?)),
+        };
         Ok(Self {
             device,
             torch_device,
             network_kind,
+            gpu,
         })
     }
 
@@ -62,7 +70,23 @@ impl ExecutionContext {
             device: DeviceKind::Cpu,
             torch_device: Device::Cpu,
             network_kind: Kind::Float,
+            gpu: None,
         }
+    }
+
+    /// The CUDA runtime of a GPU context.
+    pub fn gpu(&self) -> Option<&GpuRuntime> {
+        self.gpu.as_deref()
+    }
+
+    /// For the duration of one event: on a GPU, libtorch on the instance's stream.
+    pub fn enter_event(&self) -> Result<Option<EventStream>> {
+        self.gpu.as_ref().map(|g| g.enter()).transpose()
+    }
+
+    /// Wait for the device's queued work (stage timings); nothing to do on the CPU.
+    pub fn synchronize(&self) -> Result<()> {
+        self.gpu.as_ref().map_or(Ok(()), |g| g.synchronize())
     }
 
     pub fn device(&self) -> DeviceKind {
@@ -85,6 +109,8 @@ pub struct EventData<'a> {
     pub input: &'a EventInput<'a>,
     /// Feature column 0 (r / 1000) per spacepoint, host copy: the key of the edge orientation.
     pub radius_key: Vec<f32>,
+    /// The same f32 `[N]` on the GPU (GPU contexts only), for the GPU graph construction.
+    pub radius_key_on_device: Option<Tensor>,
     /// `[N, F]` node features in the networks' precision.
     pub features: Tensor,
     /// `[N, D]` f32 embedding (radius graph construction only).
@@ -98,14 +124,28 @@ pub struct EventData<'a> {
 impl<'a> EventData<'a> {
     pub fn new(ctx: &ExecutionContext, input: &'a EventInput<'a>) -> Result<Self> {
         let n = input.num_spacepoints() as i64;
-        let features = Tensor::f_from_slice(input.features)
+        let on_device = Tensor::f_from_slice(input.features)
             .and_then(|t| t.f_view([n, input.num_features as i64]))
             .and_then(|t| t.f_to_device(ctx.torch_device()))
-            .and_then(|t| t.f_to_kind(ctx.network_kind()))
+            .map_err(torch_error("features"))?;
+        // Column 0 in f32 before the networks' precision may round it.
+        let radius_key_on_device = match ctx.torch_device() {
+            Device::Cpu => None,
+            _ if n == 0 => None,
+            _ => Some(
+                on_device
+                    .f_select(1, 0)
+                    .and_then(|c| c.f_contiguous())
+                    .map_err(torch_error("features"))?,
+            ),
+        };
+        let features = on_device
+            .f_to_kind(ctx.network_kind())
             .map_err(torch_error("features"))?;
         Ok(Self {
             input,
             radius_key: input.column(0),
+            radius_key_on_device,
             features,
             embedding: None,
             edge_index: Tensor::zeros([2, 0], (Kind::Int64, ctx.torch_device())),
