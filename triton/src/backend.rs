@@ -5,8 +5,9 @@ use std::any::Any;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use triton_sys as sys;
 
@@ -60,18 +61,57 @@ struct InstanceSlot<S> {
 
 /// Set when the process exits while model instances may still be running: tritonserver calls
 /// `exit()` once its exit timeout expires, and the instance threads go on taking requests while
-/// libtorch's static objects are destroyed. From then on requests are refused cleanly instead
-/// of running the networks. Registered with `atexit` at backend initialisation, so it runs
-/// before the destructors of the libraries loaded before that (libtorch's included).
+/// the static objects of the libraries (libtorch's operator registry among them) are destroyed.
+/// From then on requests are refused cleanly instead of running the networks. The handler is
+/// registered with `atexit` at backend initialisation, so it runs before the destructors of the
+/// libraries loaded before that (libtorch included).
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Requests inside the backend's `execute` right now.
+static COMPUTING: AtomicUsize = AtomicUsize::new(0);
+
+/// How long the exit handler lets requests that are computing finish before the libraries
+/// are torn down under them.
+pub const EXIT_WAIT: Duration = Duration::from_secs(10);
 
 extern "C" fn on_process_exit() {
     SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    wait_for_computing(EXIT_WAIT);
+}
+
+/// Wait until no request is computing, at most `limit`; whether none is.
+fn wait_for_computing(limit: Duration) -> bool {
+    let start = Instant::now();
+    while COMPUTING.load(Ordering::SeqCst) > 0 {
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
 }
 
 /// Whether the process is exiting (see [`SHUTTING_DOWN`]).
 pub fn is_shutting_down() -> bool {
     SHUTTING_DOWN.load(Ordering::SeqCst)
+}
+
+/// Counts a request as computing while alive. Entered before the exit flag is read: with
+/// both sides sequentially consistent, either the request sees the flag or the exit handler
+/// sees the request.
+struct Computing;
+
+impl Computing {
+    fn enter() -> Self {
+        COMPUTING.fetch_add(1, Ordering::SeqCst);
+        Computing
+    }
+}
+
+impl Drop for Computing {
+    fn drop(&mut self) {
+        COMPUTING.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -263,7 +303,7 @@ pub unsafe fn execute<B: Backend>(
     };
     let view = ModelInstance::from_raw(instance);
     let outcome = catch_panic("TRITONBACKEND_ModelInstanceExecute", || {
-        execute_owned::<B>(&view, owned, exec_start, is_shutting_down());
+        execute_owned::<B>(&view, owned, exec_start, false);
         Ok(())
     });
     if let Err(e) = outcome {
@@ -272,6 +312,7 @@ pub unsafe fn execute<B: Backend>(
     ptr::null_mut()
 }
 
+/// `shutting_down` refuses every request as the exit flag does (for tests).
 fn execute_owned<B: Backend>(
     instance: &ModelInstance,
     requests: Vec<Request>,
@@ -359,7 +400,8 @@ fn answer<B: Backend>(
         Ok(response) => response,
         Err(e) => return (None, Err(e)),
     };
-    let result = if shutting_down {
+    let _computing = Computing::enter();
+    let result = if shutting_down || is_shutting_down() {
         Err(Error::unavailable(format!(
             "{} refused: the server is shutting down",
             request.describe()
@@ -875,6 +917,7 @@ mod tests {
     /// good requests answered right.
     fn check_no_leaks(kinds: &[&str], shutting_down: bool) {
         quiet_expected_panics();
+        let _flag = EXIT_FLAG.lock().unwrap_or_else(|p| p.into_inner());
         let (mut model, mut instance, err) = setup("leaks_0");
         assert!(err.is_null());
         take_events();
@@ -981,8 +1024,22 @@ mod tests {
     fn at_exit_requests_are_refused_cleanly() {
         check_no_leaks(&KINDS, true);
         let _flag = EXIT_FLAG.lock().unwrap_or_else(|p| p.into_inner());
+        // The exit handler waits for a request that is computing, within its limit.
+        let computing = Computing::enter();
+        let finishing = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(computing);
+        });
+        let start = Instant::now();
         on_process_exit();
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        assert!(start.elapsed() < EXIT_WAIT);
+        finishing.join().unwrap();
         assert!(is_shutting_down());
+        let stuck = Computing::enter();
+        assert!(!wait_for_computing(Duration::from_millis(20)));
+        drop(stuck);
+        assert!(wait_for_computing(Duration::ZERO));
         // Reset for the rest of the process, as a new backend initialisation does.
         SHUTTING_DOWN.store(false, Ordering::SeqCst);
     }
