@@ -131,6 +131,7 @@ impl InstanceState {
             )));
         }
         let x: Vec<f32> = features.to_vec()?;
+        crate::validate::check_features(&x, width)?;
         let module_ids = self.module_ids(settings, request, n)?;
         timer.compute_start();
 

@@ -5,7 +5,9 @@
 //! Triton; the safe `triton` crate keeps raw pointers out of this crate.
 
 pub mod instance;
+pub mod probe;
 pub mod settings;
+pub mod validate;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -74,9 +76,13 @@ impl triton::Backend for ExaTrkx {
         let model_dir = model.repository_path()?;
         let version_dir = model.version_path()?;
         let settings = ModelSettings::from_config(&config, &model_dir, &version_dir)?;
+        // The networks' interfaces are checked once here, so that a bad file refuses the model
+        // with one message instead of failing every request.
+        let width = probe::probe_models(&settings.pipeline)
+            .map_err(|e| e.context(format!("model '{}'", settings.model_name)))?;
         log_info!(
             "model '{}' version folder {}: graph {:?}, radius {}, knn {}, filter_cut {}, \
-             gnn_cut {}, track builder {:?}, precision {:?}, outputs {}",
+             gnn_cut {}, track builder {:?}, precision {:?}, {width} features, outputs {}",
             settings.model_name,
             version_dir.display(),
             settings.pipeline.graph_construction,

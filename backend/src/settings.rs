@@ -85,12 +85,32 @@ pub struct ModelSettings {
 
 /// Map a pipeline error to a Triton error code: bad input or settings are the caller's fault.
 pub fn pipeline_error(e: PipelineError) -> Error {
+    let message = without_backtrace(&e.to_string());
     match e {
-        PipelineError::Input(_) | PipelineError::Config(_) => Error::invalid_arg(e.to_string()),
-        PipelineError::ModelLoad { .. } => Error::not_found(e.to_string()),
-        PipelineError::Device(_) => Error::unavailable(e.to_string()),
-        PipelineError::Torch { .. } => Error::internal(e.to_string()),
+        PipelineError::Input(_) | PipelineError::Config(_) => Error::invalid_arg(message),
+        PipelineError::ModelLoad { .. } => Error::not_found(message),
+        PipelineError::Device(_) => Error::unavailable(message),
+        PipelineError::Torch { .. } => Error::internal(message),
     }
+}
+
+/// libtorch's messages end in the C++ stack frames that threw ("Exception raised from ...",
+/// dozens of lines), and TorchScript's put a traceback of the scripted code before the actual
+/// error. Clients and the server log get the reason: the first line and, for TorchScript, the
+/// error line that ends the traceback.
+pub fn without_backtrace(message: &str) -> String {
+    let reason = message
+        .find("Exception raised from")
+        .map_or(message, |at| &message[..at]);
+    // Also when the message was formatted with `{:?}` (newlines escaped).
+    let reason = reason.trim_end().trim_end_matches("\\n").trim_end();
+    if reason.contains("Traceback of TorchScript") {
+        let mut lines = reason.lines().map(str::trim).filter(|l| !l.is_empty());
+        if let (Some(first), Some(last)) = (lines.next(), lines.next_back()) {
+            return format!("{first} {last}");
+        }
+    }
+    reason.to_string()
 }
 
 fn check_tensor(kind: &str, t: &TensorConfig, c: &Contract) -> Result<()> {
@@ -392,5 +412,122 @@ mod tests {
             s.pipeline.embedding_path(),
             PathBuf::from("/repo/exatrkx/1/e.pt")
         );
+    }
+
+    #[test]
+    fn torch_backtraces_are_cut_to_the_reason() {
+        let cpp = "cannot load model 'm/1/gnn.pt': Internal torch error: PytorchStreamReader \
+                   failed reading zip archive: not a ZIP archive.\nException raised from valid at \
+                   inline_container.cc:242 (most recent call first):\nframe #0: c10::Error::Error\
+                   \nframe #1: torch::jit::load\n";
+        assert_eq!(
+            without_backtrace(cpp),
+            "cannot load model 'm/1/gnn.pt': Internal torch error: PytorchStreamReader failed \
+             reading zip archive: not a ZIP archive."
+        );
+        let script = "torch error in gnn: Internal torch error: The following operation failed \
+                      in the TorchScript interpreter.\nTraceback of TorchScript, serialized code \
+                      (most recent call last):\n  File \"code/__torch__.py\", line 17, in forward\
+                      \n    x = torch.linear(input, weight, bias)\n        ~~~~~~ <--- HERE\
+                      \nRuntimeError: mat1 and mat2 shapes cannot be multiplied (3x12 and 9x16)\n\
+                      \nException raised from forward at ...\nframe #0: f\n";
+        assert_eq!(
+            without_backtrace(script),
+            "torch error in gnn: Internal torch error: The following operation failed in the \
+             TorchScript interpreter. RuntimeError: mat1 and mat2 shapes cannot be multiplied \
+             (3x12 and 9x16)"
+        );
+        let escaped = r#"got Err(Torch("Method 'x' is not defined.\nException raised from get_method\nframe #0"))"#;
+        assert_eq!(
+            without_backtrace(escaped),
+            r#"got Err(Torch("Method 'x' is not defined."#
+        );
+        let plain = "invalid input: FEATURES[7, 4] is not finite (NaN)";
+        assert_eq!(without_backtrace(plain), plain);
+    }
+
+    use proptest::prelude::*;
+
+    /// Parameter values: good ones of every kind, and the bad ones an operator might write.
+    fn parameter_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("0.5".to_string()),
+            Just("-0.1".to_string()),
+            Just("1".to_string()),
+            Just("0".to_string()),
+            Just("1e40".to_string()),
+            Just("nan".to_string()),
+            Just("12".to_string()),
+            Just("cc".to_string()),
+            Just("walkthrough".to_string()),
+            Just("module_map".to_string()),
+            Just("bf16".to_string()),
+            Just("true".to_string()),
+            Just("gnn_v2.pt".to_string()),
+            Just("../other/1/gnn.pt".to_string()),
+            Just("/etc/passwd".to_string()),
+            Just("$$TRITON_MODEL_DIRECTORY/1/g.pt".to_string()),
+            Just("$$TRITON_MODEL_DIRECTORY/../x/1/g.pt".to_string()),
+            Just("$$TRITON_MODEL_DIRECTORY/1/../../x.pt".to_string()),
+            "\\PC{0,12}",
+        ]
+    }
+
+    fn parameter_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(exatrkx_pipeline::PARAMETER_KEYS).prop_map(String::from),
+            1 => "[a-z_]{1,10}",
+        ]
+    }
+
+    /// A lexically contained relative path: normal components only.
+    fn inside(file: &str) -> bool {
+        let path = Path::new(file);
+        !file.is_empty()
+            && path
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+    }
+
+    proptest! {
+        #[test]
+        fn any_parameters_give_valid_settings_or_a_named_error(
+            params in prop::collection::btree_map(parameter_key(), parameter_value(), 0..8),
+        ) {
+            let extra: String = params
+                .iter()
+                .map(|(k, v)| format!(r#", {}: {{"string_value": {}}}"#,
+                    serde_json::to_string(k).unwrap(), serde_json::to_string(v).unwrap()))
+                .collect();
+            let inputs = format!("{FEATURES_IN}, {MODULE_IN}");
+            let json = format!(
+                r#"{{"name": "exatrkx", "backend": "exatrkx", "max_batch_size": 0,
+                    "input": [{inputs}], "output": [{ALL_OUT}],
+                    "parameters": {{"radius": {{"string_value": "0.25"}} {extra}}}}}"#
+            );
+            // Duplicate keys (radius given twice) are the JSON reader's business.
+            let Ok(cfg) = ModelConfig::from_json(&json) else { return Ok(()); };
+            match read(&cfg) {
+                Ok(s) => {
+                    let p = &s.pipeline;
+                    prop_assert!(p.validate().is_ok());
+                    prop_assert!(p.radius > 0.0 && p.knn >= 1);
+                    for cut in [p.filter_cut, p.gnn_cut, p.walk_min_cut, p.walk_high_cut] {
+                        prop_assert!((0.0..1.0).contains(&cut));
+                    }
+                    for file in [&p.embedding_model, &p.filter_model, &p.gnn_model, &p.module_map] {
+                        prop_assert!(inside(file), "{} leaves the version folder", file);
+                    }
+                }
+                Err(e) => {
+                    let m = e.message();
+                    prop_assert!(m.starts_with("model 'exatrkx' configuration: "), "{}", m);
+                    // The message names the parameter at fault (or the rule between two).
+                    let named = cfg.parameters.keys().any(|k| m.contains(k.as_str()))
+                        || m.contains("walk_high_cut");
+                    prop_assert!(named, "{}", m);
+                }
+            }
+        }
     }
 }

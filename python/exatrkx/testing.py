@@ -8,9 +8,13 @@ models at a smaller size; only their weights are random (seeded, hence reproduci
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 import shutil
+import subprocess
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -21,6 +25,9 @@ from torch import nn
 from exatrkx import paths, trackml
 
 NUM_FEATURES = trackml.NUM_FEATURES
+
+# Where cargo puts the release build (the backend library and the in-process example).
+CARGO_RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", paths.REPO_ROOT / "target")) / "release"
 
 # Settings under which the random models of `write_random_models` (default sizes) build
 # graphs with a few neighbours per spacepoint and keep part of the edges at each cut.
@@ -250,3 +257,65 @@ def synthetic_features(num_spacepoints: int, *, seed: int = 0) -> np.ndarray:
     )
     own = np.stack([r / 1000.0, np.angle(np.exp(1j * phi)) / math.pi, z / 1000.0], axis=1)
     return np.ascontiguousarray(np.concatenate([own, own, own], axis=1).astype(np.float32))
+
+
+def install_backend() -> Path:
+    """`build/backends` with the freshly built backend: cargo (a no-op when up to date) builds
+    the library and the in-process example; the library is laid out as `make setup` does.
+    Returns the backend directory to pass to tritonserver."""
+    # `--lib` as well: built for the example alone, the cdylib is not copied to target/release.
+    build = "cargo build --release --quiet -p triton-exatrkx --lib --example run_event"
+    subprocess.run(build.split(), cwd=paths.REPO_ROOT, check=True)
+    built = CARGO_RELEASE / "libtriton_exatrkx.so"
+    dest = paths.BACKEND_DIR / "exatrkx" / "libtriton_exatrkx.so"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists() or dest.read_bytes() != built.read_bytes():
+        # Replace atomically: a running server may have the old file mapped.
+        tmp = dest.with_suffix(".so.tmp")
+        shutil.copyfile(built, tmp)
+        os.replace(tmp, dest)
+    return paths.BACKEND_DIR
+
+
+class InProcess:
+    """The backend's code path without Triton: `run_event` (backend/examples) reads the
+    configuration the server serves and runs the pipeline on the same features. `server` is an
+    `exatrkx.server.TritonServer`."""
+
+    def __init__(self, server, model: str, workdir: Path):
+        url = f"http://{server.http_url}/v2/models/{model}/config"
+        with urllib.request.urlopen(url, timeout=60) as response:
+            config = json.loads(response.read())
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.workdir / f"{model}-config.json"
+        self.config_path.write_text(json.dumps(config))
+        self.model_dir = server.model_repository / model
+        self.runs = 0
+
+    def run(self, features: np.ndarray, *, module_ids: np.ndarray | None = None) -> dict:
+        self.runs += 1
+        base = self.workdir / f"run{self.runs}"
+        np.ascontiguousarray(features, dtype="<f4").tofile(f"{base}.features")
+        cmd = [
+            str(CARGO_RELEASE / "examples" / "run_event"),
+            f"--config={self.config_path}",
+            f"--model-dir={self.model_dir}",
+            f"--features={base}.features",
+            f"--columns={features.shape[1]}",
+            f"--labels={base}.labels",
+            f"--edges={base}.edges",
+            f"--scores={base}.scores",
+        ]
+        if module_ids is not None:
+            np.ascontiguousarray(module_ids, dtype="<i8").tofile(f"{base}.modules")
+            cmd.append(f"--module-ids={base}.modules")
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        edges = np.fromfile(f"{base}.edges", dtype="<i8")
+        return {
+            "LABELS": np.fromfile(f"{base}.labels", dtype="<i8"),
+            "EDGE_INDEX": edges.reshape(2, -1),
+            "EDGE_SCORES": np.fromfile(f"{base}.scores", dtype="<f4"),
+            "summary": json.loads(done.stdout),
+        }

@@ -5,7 +5,9 @@ use std::any::Any;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use triton_sys as sys;
 
@@ -57,6 +59,61 @@ struct InstanceSlot<S> {
     state: Mutex<S>,
 }
 
+/// Set when the process exits while model instances may still be running: tritonserver calls
+/// `exit()` once its exit timeout expires, and the instance threads go on taking requests while
+/// the static objects of the libraries (libtorch's operator registry among them) are destroyed.
+/// From then on requests are refused cleanly instead of running the networks. The handler is
+/// registered with `atexit` at backend initialisation, so it runs before the destructors of the
+/// libraries loaded before that (libtorch included).
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Requests inside the backend's `execute` right now.
+static COMPUTING: AtomicUsize = AtomicUsize::new(0);
+
+/// How long the exit handler lets requests that are computing finish before the libraries
+/// are torn down under them.
+pub const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+extern "C" fn on_process_exit() {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    wait_for_computing(EXIT_WAIT);
+}
+
+/// Wait until no request is computing, at most `limit`; whether none is.
+fn wait_for_computing(limit: Duration) -> bool {
+    let start = Instant::now();
+    while COMPUTING.load(Ordering::SeqCst) > 0 {
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// Whether the process is exiting (see [`SHUTTING_DOWN`]).
+pub fn is_shutting_down() -> bool {
+    SHUTTING_DOWN.load(Ordering::SeqCst)
+}
+
+/// Counts a request as computing while alive. Entered before the exit flag is read: with
+/// both sides sequentially consistent, either the request sees the flag or the exit handler
+/// sees the request.
+struct Computing;
+
+impl Computing {
+    fn enter() -> Self {
+        COMPUTING.fetch_add(1, Ordering::SeqCst);
+        Computing
+    }
+}
+
+impl Drop for Computing {
+    fn drop(&mut self) {
+        COMPUTING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
@@ -97,6 +154,13 @@ pub unsafe fn initialize<B: Backend>(
         let handle = BackendHandle::from_raw(backend);
         let server = server_api_version()?;
         check_api_version(server)?;
+        // Also at a reload of the library after an unload (`dlclose` runs the handler).
+        SHUTTING_DOWN.store(false, Ordering::SeqCst);
+        if libc::atexit(on_process_exit) != 0 {
+            crate::log_warn!(
+                "cannot register the exit handler; requests at exit may fail uncleanly"
+            );
+        }
         crate::log_info!(
             "backend '{}': Triton backend API {}.{}, built against {}.{}",
             handle.name().unwrap_or_default(),
@@ -239,7 +303,7 @@ pub unsafe fn execute<B: Backend>(
     };
     let view = ModelInstance::from_raw(instance);
     let outcome = catch_panic("TRITONBACKEND_ModelInstanceExecute", || {
-        execute_owned::<B>(&view, owned, exec_start);
+        execute_owned::<B>(&view, owned, exec_start, false);
         Ok(())
     });
     if let Err(e) = outcome {
@@ -248,7 +312,13 @@ pub unsafe fn execute<B: Backend>(
     ptr::null_mut()
 }
 
-fn execute_owned<B: Backend>(instance: &ModelInstance, requests: Vec<Request>, exec_start: u64) {
+/// `shutting_down` refuses every request as the exit flag does (for tests).
+fn execute_owned<B: Backend>(
+    instance: &ModelInstance,
+    requests: Vec<Request>,
+    exec_start: u64,
+    shutting_down: bool,
+) {
     // SAFETY: the states were set by our initialisers and live until the finalisers run,
     // which Triton never does during an execute.
     let states = unsafe {
@@ -292,28 +362,61 @@ fn execute_owned<B: Backend>(instance: &ModelInstance, requests: Vec<Request>, e
         slot.name
     );
     for (index, request) in requests.into_iter().enumerate() {
-        let mut timer = RequestTimer::start();
-        let response = Response::new(&request);
-        let result = match &response {
-            Err(e) => Err(e.clone()),
-            Ok(_) if request.is_cancelled() => Err(Error::new(
-                ErrorCode::Cancelled,
-                format!("{} was cancelled", request.describe()),
-            )),
-            Ok(_) => Ok(()),
-        };
-        let (response, result) = match (response, result) {
-            (Ok(mut response), Ok(())) => {
-                let result = catch_panic(&format!("model instance '{}'", slot.name), || {
-                    B::execute(model, &mut state, &request, &mut response, &mut timer)
-                });
-                (Some(response), result)
-            }
-            (response, result) => (response.ok(), result),
-        };
         let last = index + 1 == count;
-        finish_request(instance, request, response, result, timer, &mut batch, last);
+        // Each request on its own: a panic anywhere in its handling leaves the others alone.
+        let outcome = catch_panic(
+            &format!("model instance '{}' request handling", slot.name),
+            || {
+                let mut timer = RequestTimer::start();
+                let (response, result) = answer::<B>(
+                    &slot.name,
+                    model,
+                    &mut state,
+                    &request,
+                    &mut timer,
+                    shutting_down,
+                );
+                finish_request(instance, request, response, result, timer, &mut batch, last);
+                Ok(())
+            },
+        );
+        if let Err(e) = outcome {
+            crate::log_error!("{e}");
+        }
     }
+}
+
+/// Create the response and run the backend on one request; a panic in the backend becomes the
+/// request's error. `None` when no response could be created.
+fn answer<B: Backend>(
+    name: &str,
+    model: &B::ModelState,
+    state: &mut B::InstanceState,
+    request: &Request,
+    timer: &mut RequestTimer,
+    shutting_down: bool,
+) -> (Option<Response>, Result<()>) {
+    let mut response = match Response::new(request) {
+        Ok(response) => response,
+        Err(e) => return (None, Err(e)),
+    };
+    let _computing = Computing::enter();
+    let result = if shutting_down || is_shutting_down() {
+        Err(Error::unavailable(format!(
+            "{} refused: the server is shutting down",
+            request.describe()
+        )))
+    } else if request.is_cancelled() {
+        Err(Error::new(
+            ErrorCode::Cancelled,
+            format!("{} was cancelled", request.describe()),
+        ))
+    } else {
+        catch_panic(&format!("model instance '{name}'"), || {
+            B::execute(model, state, request, &mut response, timer)
+        })
+    };
+    (Some(response), result)
 }
 
 /// The execution as a whole: from the execute call to the last request's end, over the
@@ -392,7 +495,8 @@ fn finish_request(
     if last {
         batch.report(instance);
     }
-    match response {
+    // A response lost to a failure gets a second chance, so that the client hears the error.
+    match response.or_else(|| Response::new(&request).ok()) {
         Some(response) => {
             if let Err(e) = response.send(error.as_ref()) {
                 crate::log_error!("cannot send the response to {}: {e}", request.describe());
@@ -475,7 +579,9 @@ macro_rules! declare_backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_triton::{take_events, Event, FakeInput, FakeInstance, FakeModel, FakeRequest};
+    use crate::fake_triton::{
+        live_errors, take_events, Event, FakeInput, FakeInstance, FakeModel, FakeRequest,
+    };
     use std::ffi::CString;
 
     #[test]
@@ -523,11 +629,15 @@ mod tests {
             timer: &mut RequestTimer,
         ) -> Result<()> {
             *executed += 1;
-            match request.id().as_str() {
+            // The id steers the behaviour: its part before '-'.
+            let id = request.id();
+            let kind = id.split('-').next().unwrap_or_default();
+            match kind {
                 "bad" => return Err(Error::invalid_arg("input 'X' is bad")),
                 "panic" => panic!("boom in execute"),
                 _ => {}
             }
+            request.requested_outputs()?;
             let input = request
                 .input("X")?
                 .ok_or_else(|| Error::invalid_arg("input 'X' is missing"))?;
@@ -535,7 +645,18 @@ mod tests {
             timer.compute_start();
             let sum = offset + x.iter().sum::<f32>();
             timer.compute_end();
-            response.output("SUM", &[1], &[sum])
+            match kind {
+                "shape" => response.output("SUM", &[2], &[sum]),
+                "outbad" => {
+                    response.output("SUM", &[1], &[sum])?;
+                    Err(Error::internal("failed after writing SUM"))
+                }
+                "outpanic" => {
+                    response.output("SUM", &[1], &[sum])?;
+                    panic!("boom after writing SUM")
+                }
+                _ => response.output("SUM", &[1], &[sum]),
+            }
         }
     }
 
@@ -581,6 +702,7 @@ mod tests {
 
     #[test]
     fn every_request_gets_its_own_response_stats_and_one_release() {
+        let _flag = EXIT_FLAG.lock().unwrap_or_else(|p| p.into_inner());
         let (mut model, mut instance, err) = setup("adder_0");
         assert!(err.is_null());
         take_events();
@@ -722,5 +844,215 @@ mod tests {
         assert!(error.message().contains("cannot place instance"), "{error}");
         assert!(instance.state.is_null());
         teardown(&mut model, &mut instance);
+    }
+
+    /// Every way a request can fail in the safe layer or the backend, by the id's kind.
+    const KINDS: [&str; 16] = [
+        "ok",
+        "bad",
+        "panic",
+        "outpanic",
+        "outbad",
+        "shape",
+        "cancelled",
+        "short",
+        "gpu",
+        "noinput",
+        "nofactory",
+        "noresponse",
+        "nooutput",
+        "nobuffer",
+        "nocount",
+        "nosend",
+    ];
+
+    /// A request of `kind` with input X = [i, 1] (sum i + 101 when it succeeds).
+    fn request_of(kind: &str, i: usize) -> FakeRequest {
+        let values = [i as f32, 1.0];
+        let mut input = FakeInput::fp32("X", &[2], &[&values[..1], &values[1..]]);
+        match kind {
+            "short" => input.byte_size = 4,
+            "gpu" => input.memory = sys::TRITONSERVER_MEMORY_GPU,
+            _ => {}
+        }
+        let inputs = if kind == "noinput" {
+            vec![]
+        } else {
+            vec![input]
+        };
+        let mut request = FakeRequest::new(&format!("{kind}-{i}"), inputs);
+        request.cancelled = kind == "cancelled";
+        request.failing = match kind {
+            "nofactory" => vec!["ResponseNew"],
+            "noresponse" => vec!["ResponseNew", "ResponseNew"],
+            "nooutput" => vec!["ResponseOutput"],
+            "nobuffer" => vec!["OutputBuffer"],
+            "nocount" => vec!["OutputCount"],
+            "nosend" => vec!["ResponseSend"],
+            _ => vec![],
+        };
+        request
+    }
+
+    /// The test backend's deliberate panics are expected; keep them out of the test output.
+    fn quiet_expected_panics() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let default = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let expected = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .is_some_and(|m| m.starts_with("boom"));
+                if !expected {
+                    default(info);
+                }
+            }));
+        });
+    }
+
+    /// Run one execute call over requests of the given kinds and check that no handle leaks:
+    /// each request released once and counted once; each response created is sent (never
+    /// dropped unsent), one per request that could get one; every error object deleted; the
+    /// good requests answered right.
+    fn check_no_leaks(kinds: &[&str], shutting_down: bool) {
+        quiet_expected_panics();
+        let _flag = EXIT_FLAG.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut model, mut instance, err) = setup("leaks_0");
+        assert!(err.is_null());
+        take_events();
+        let errors_before = live_errors();
+        let mut requests: Vec<FakeRequest> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| request_of(k, i))
+            .collect();
+        let ids: Vec<String> = requests
+            .iter()
+            .map(|r| r.id.to_string_lossy().into_owned())
+            .collect();
+        let raw: Vec<*mut sys::TRITONBACKEND_Request> = requests
+            .iter_mut()
+            .map(|r| (r as *mut FakeRequest).cast())
+            .collect();
+        let instance_ptr: *mut FakeInstance = &mut *instance;
+        // SAFETY: fake handles that outlive the call.
+        unsafe {
+            let owned = raw.iter().map(|&r| Request::from_raw(r)).collect();
+            let view = ModelInstance::from_raw(instance_ptr.cast());
+            execute_owned::<Adder>(&view, owned, now_ns(), shutting_down);
+        }
+        let events = take_events();
+        assert_eq!(live_errors(), errors_before, "error objects leaked");
+        let count = |id: &str, pred: fn(&Event) -> Option<&String>| {
+            events
+                .iter()
+                .filter(|e| pred(e) == Some(&id.to_string()))
+                .count()
+        };
+        for (id, kind) in ids.iter().zip(kinds) {
+            let created = count(id, |e| match e {
+                Event::Created { request } => Some(request),
+                _ => None,
+            });
+            let sent = count(id, |e| match e {
+                Event::Sent { request, .. } => Some(request),
+                _ => None,
+            });
+            let deleted = count(id, |e| match e {
+                Event::Deleted { request } => Some(request),
+                _ => None,
+            });
+            let released = count(id, |e| match e {
+                Event::Released { request } => Some(request),
+                _ => None,
+            });
+            let stats = count(id, |e| match e {
+                Event::Stats { request, .. } => Some(request),
+                _ => None,
+            });
+            assert_eq!((released, stats), (1, 1), "{id}: released, stats");
+            assert_eq!(created, sent + deleted, "{id}: a response was lost");
+            assert_eq!(deleted, 0, "{id}: a response was dropped unsent");
+            let want_sent = usize::from(*kind != "noresponse");
+            assert_eq!(sent, want_sent, "{id}: responses sent");
+            let outcome = events.iter().find_map(|e| match e {
+                Event::Sent {
+                    request,
+                    error,
+                    outputs,
+                } if request == id => Some((error.clone(), outputs.clone())),
+                _ => None,
+            });
+            let success = events
+                .iter()
+                .any(|e| matches!(e, Event::Stats { request, success: true, .. } if request == id));
+            let good = matches!(*kind, "ok" | "nosend") && !shutting_down;
+            assert_eq!(success, good, "{id}: success in the statistics");
+            match outcome {
+                Some((None, outputs)) => {
+                    assert!(good, "{id} succeeded");
+                    let i: f32 = id.split('-').nth(1).unwrap().parse().unwrap();
+                    assert_eq!(sum_of(&outputs), 101.0 + i, "{id}");
+                }
+                Some((Some(message), _)) => {
+                    assert!(!good, "{id} failed: {message}");
+                    if shutting_down && !matches!(*kind, "nofactory") {
+                        assert!(message.contains("shutting down"), "{id}: {message}");
+                    }
+                }
+                None => assert_eq!(*kind, "noresponse"),
+            }
+        }
+        teardown(&mut model, &mut instance);
+    }
+
+    #[test]
+    fn no_handle_leaks_on_any_error_path() {
+        check_no_leaks(&KINDS, false);
+        // Each kind alone too: the first and the last request of an execute call differ
+        // (the execution's statistics go with the last).
+        for kind in KINDS {
+            check_no_leaks(&[kind], false);
+        }
+    }
+
+    /// Held by the tests that set or depend on the process-wide exit flag.
+    static EXIT_FLAG: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn at_exit_requests_are_refused_cleanly() {
+        check_no_leaks(&KINDS, true);
+        let _flag = EXIT_FLAG.lock().unwrap_or_else(|p| p.into_inner());
+        // The exit handler waits for a request that is computing, within its limit.
+        let computing = Computing::enter();
+        let finishing = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(computing);
+        });
+        let start = Instant::now();
+        on_process_exit();
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        assert!(start.elapsed() < EXIT_WAIT);
+        finishing.join().unwrap();
+        assert!(is_shutting_down());
+        let stuck = Computing::enter();
+        assert!(!wait_for_computing(Duration::from_millis(20)));
+        drop(stuck);
+        assert!(wait_for_computing(Duration::ZERO));
+        // Reset for the rest of the process, as a new backend initialisation does.
+        SHUTTING_DOWN.store(false, Ordering::SeqCst);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_mix_of_failures_leaks_nothing(
+            picks in proptest::collection::vec(0..KINDS.len(), 1..12)
+        ) {
+            let kinds: Vec<&str> = picks.iter().map(|&k| KINDS[k]).collect();
+            check_no_leaks(&kinds, false);
+        }
     }
 }

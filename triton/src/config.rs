@@ -169,4 +169,90 @@ mod tests {
         let err = t.dtype().unwrap_err().to_string();
         assert!(err.contains("'X'") && err.contains("TYPE_FLOAT"), "{err}");
     }
+
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    /// JSON values whose object keys are mostly the configuration's own field names, so that
+    /// the generated documents reach the typed fields with values of every kind.
+    fn config_like_json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("name".to_string()),
+            Just("max_batch_size".to_string()),
+            Just("input".to_string()),
+            Just("output".to_string()),
+            Just("dims".to_string()),
+            Just("data_type".to_string()),
+            Just("optional".to_string()),
+            Just("parameters".to_string()),
+            Just("string_value".to_string()),
+            Just("instance_group".to_string()),
+            Just("count".to_string()),
+            Just("gpus".to_string()),
+            "[a-z_]{1,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[-0-9a-zA-Z_ .]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
+                prop::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_read_or_refused_without_panic(text in "\\PC{0,200}") {
+            if let Err(e) = ModelConfig::from_json(&text) {
+                prop_assert!(e.message().contains("model configuration"));
+            }
+        }
+
+        #[test]
+        fn any_json_document_is_read_or_refused_without_panic(doc in config_like_json()) {
+            if let Ok(cfg) = ModelConfig::from_json(&doc.to_string()) {
+                for t in cfg.input.iter().chain(&cfg.output) {
+                    // The typed accessor refuses unknown types by name, never panics.
+                    if let Err(e) = t.dtype() {
+                        prop_assert!(e.message().contains(&t.name));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn integers_read_the_same_as_numbers_or_as_text(
+            max_batch in any::<i64>(),
+            dims in prop::collection::vec(any::<i64>(), 0..4),
+            as_text in any::<bool>(),
+            params in prop::collection::btree_map("[a-z_]{1,12}", "\\PC{0,16}", 0..6),
+        ) {
+            let int = |v: i64| if as_text { json!(v.to_string()) } else { json!(v) };
+            let doc = json!({
+                "name": "m",
+                "max_batch_size": int(max_batch),
+                "input": [{"name": "X", "data_type": "TYPE_FP32",
+                           "dims": dims.iter().map(|&d| int(d)).collect::<Vec<_>>()}],
+                "parameters": params.iter()
+                    .map(|(k, v)| (k.clone(), json!({"string_value": v})))
+                    .collect::<serde_json::Map<_, _>>(),
+            });
+            let cfg = ModelConfig::from_json(&doc.to_string()).unwrap();
+            prop_assert_eq!(cfg.max_batch_size, max_batch);
+            prop_assert_eq!(&cfg.input("X").unwrap().dims, &dims);
+            let read: Vec<(String, String)> = cfg
+                .parameter_values()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let want: Vec<(String, String)> = params.into_iter().collect();
+            prop_assert_eq!(read, want);
+        }
+    }
 }

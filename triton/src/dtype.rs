@@ -168,4 +168,36 @@ mod tests {
         assert_eq!(v, [1.0, 2.0]);
         assert_eq!(as_bytes(&[1i64]), 1i64.to_ne_bytes());
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn byte_sizes_are_exact_or_refused(
+            shape in prop::collection::vec(
+                prop_oneof![-3i64..64, any::<i64>(), Just(i64::MAX), Just(i64::MIN)], 0..5),
+            pick in 0..ALL.len(),
+        ) {
+            let dtype = ALL[pick].0;
+            // The exact product in 128-bit arithmetic (saturating: only "too large" matters),
+            // and the largest partial product: the count refuses any overflow on the way.
+            let mut largest = 1i128;
+            let exact = shape.iter().try_fold(1i128, |acc, &d| {
+                let next = (d >= 0).then(|| acc.saturating_mul(d as i128));
+                largest = largest.max(next.unwrap_or(0));
+                next
+            });
+            match (element_count(&shape), exact) {
+                (Ok(n), Some(e)) => prop_assert_eq!(n as i128, e),
+                (Err(_), None) => {}
+                (Err(_), Some(_)) => prop_assert!(largest > usize::MAX as i128),
+                (Ok(n), None) => prop_assert!(false, "{shape:?} counted {n}"),
+            }
+            match (tensor_byte_size(dtype, &shape), exact) {
+                (Ok(b), Some(e)) => prop_assert_eq!(b as i128, e * dtype.byte_size() as i128),
+                (Err(e), _) => prop_assert_eq!(e.code(), crate::ErrorCode::InvalidArg),
+                (Ok(b), None) => prop_assert!(false, "{shape:?} sized {b}"),
+            }
+        }
+    }
 }

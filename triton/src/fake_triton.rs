@@ -48,6 +48,9 @@ pub struct FakeRequest {
     pub inputs: Vec<FakeInput>,
     pub outputs: Vec<CString>,
     pub cancelled: bool,
+    /// Calls that fail for this request (`"ResponseNew"`, `"ResponseOutput"`,
+    /// `"OutputBuffer"`, `"OutputCount"`, `"ResponseSend"`); `"ResponseNew"` fails once.
+    pub failing: Vec<&'static str>,
 }
 
 impl FakeRequest {
@@ -57,11 +60,13 @@ impl FakeRequest {
             inputs,
             outputs: vec![CString::new("SUM").unwrap()],
             cancelled: false,
+            failing: Vec::new(),
         }
     }
 }
 
 struct FakeOutput {
+    fail_buffer: bool,
     name: String,
     shape: Vec<i64>,
     data: Vec<u8>,
@@ -69,6 +74,7 @@ struct FakeOutput {
 
 struct FakeResponse {
     request: String,
+    failing: Vec<&'static str>,
     // Boxed: the code under test holds pointers to outputs while more are added.
     #[allow(clippy::vec_box)]
     outputs: Vec<Box<FakeOutput>>,
@@ -87,6 +93,9 @@ pub struct FakeInstance {
 /// What the code under test did, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
+    Created {
+        request: String,
+    },
     Sent {
         request: String,
         error: Option<String>,
@@ -111,6 +120,13 @@ pub enum Event {
 
 thread_local! {
     static EVENTS: RefCell<Vec<Event>> = const { RefCell::new(Vec::new()) };
+    /// Error objects created and not yet deleted, on this thread.
+    static LIVE_ERRORS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// Error objects alive on this thread: created by `TRITONSERVER_ErrorNew` and not deleted.
+pub fn live_errors() -> i64 {
+    LIVE_ERRORS.with(|n| n.get())
 }
 
 fn record(event: Event) {
@@ -141,11 +157,13 @@ pub unsafe extern "C" fn TRITONSERVER_ErrorNew(
     msg: *const c_char,
 ) -> *mut sys::TRITONSERVER_Error {
     let message = CStr::from_ptr(msg).to_owned();
+    LIVE_ERRORS.with(|n| n.set(n.get() + 1));
     Box::into_raw(Box::new(FakeError { code, message })).cast()
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn TRITONSERVER_ErrorDelete(error: *mut sys::TRITONSERVER_Error) {
+    LIVE_ERRORS.with(|n| n.set(n.get() - 1));
     drop(Box::from_raw(error.cast::<FakeError>()));
 }
 
@@ -330,6 +348,9 @@ pub unsafe extern "C" fn TRITONBACKEND_RequestOutputCount(
     req: *mut sys::TRITONBACKEND_Request,
     count: *mut u32,
 ) -> *mut sys::TRITONSERVER_Error {
+    if request(req).failing.contains(&"OutputCount") {
+        return error("output count unavailable");
+    }
     *count = request(req).outputs.len() as u32;
     ptr::null_mut()
 }
@@ -349,10 +370,23 @@ pub unsafe extern "C" fn TRITONBACKEND_ResponseNew(
     response: *mut *mut sys::TRITONBACKEND_Response,
     req: *mut sys::TRITONBACKEND_Request,
 ) -> *mut sys::TRITONSERVER_Error {
+    let fake_request = &mut *req.cast::<FakeRequest>();
+    if let Some(at) = fake_request
+        .failing
+        .iter()
+        .position(|&c| c == "ResponseNew")
+    {
+        fake_request.failing.remove(at);
+        return error("no response factory");
+    }
     let fake = FakeResponse {
         request: request_id(req),
+        failing: fake_request.failing.clone(),
         outputs: Vec::new(),
     };
+    record(Event::Created {
+        request: fake.request.clone(),
+    });
     *response = Box::into_raw(Box::new(fake)).cast();
     ptr::null_mut()
 }
@@ -378,7 +412,11 @@ pub unsafe extern "C" fn TRITONBACKEND_ResponseOutput(
     dims_count: u32,
 ) -> *mut sys::TRITONSERVER_Error {
     let fake = &mut *response.cast::<FakeResponse>();
+    if fake.failing.contains(&"ResponseOutput") {
+        return error("cannot add an output");
+    }
     let mut out = Box::new(FakeOutput {
+        fail_buffer: fake.failing.contains(&"OutputBuffer"),
         name: CStr::from_ptr(name).to_string_lossy().into_owned(),
         shape: std::slice::from_raw_parts(shape, dims_count as usize).to_vec(),
         data: Vec::new(),
@@ -397,6 +435,9 @@ pub unsafe extern "C" fn TRITONBACKEND_OutputBuffer(
     memory_type_id: *mut i64,
 ) -> *mut sys::TRITONSERVER_Error {
     let out = &mut *output.cast::<FakeOutput>();
+    if out.fail_buffer {
+        return error("out of output memory");
+    }
     out.data = vec![0; buffer_byte_size as usize];
     *buffer = out.data.as_mut_ptr().cast();
     *memory_type = sys::TRITONSERVER_MEMORY_CPU;
@@ -411,6 +452,8 @@ pub unsafe extern "C" fn TRITONBACKEND_ResponseSend(
     err: *mut sys::TRITONSERVER_Error,
 ) -> *mut sys::TRITONSERVER_Error {
     let fake = Box::from_raw(response.cast::<FakeResponse>());
+    // Triton takes the response even when sending fails; the error stays the caller's.
+    let send_fails = fake.failing.contains(&"ResponseSend");
     let error = (!err.is_null()).then(|| {
         (*err.cast::<FakeError>())
             .message
@@ -426,6 +469,9 @@ pub unsafe extern "C" fn TRITONBACKEND_ResponseSend(
             .map(|o| (o.name, o.shape, o.data))
             .collect(),
     });
+    if send_fails {
+        return self::error("connection closed");
+    }
     ptr::null_mut()
 }
 

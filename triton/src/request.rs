@@ -412,4 +412,53 @@ mod tests {
         assert_eq!(err.code(), crate::ErrorCode::Unsupported);
         assert!(err.message().contains("MODULE_ID") && err.message().contains("device 1"));
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn buffers_split_anywhere_gather_to_the_same_bytes(
+            data in prop::collection::vec(any::<u8>(), 0..256),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(data.len() + 1)).collect();
+            points.extend([0, data.len()]);
+            points.sort_unstable();
+            let parts: Vec<&[u8]> = points.windows(2).map(|w| &data[w[0]..w[1]]).collect();
+            let mut dest = vec![0u8; data.len()];
+            gather("X", &[data.len() as i64], parts.iter().map(|p| host(p)), &mut dest).unwrap();
+            prop_assert_eq!(dest, data);
+        }
+
+        #[test]
+        fn buffers_that_do_not_fill_the_tensor_exactly_are_refused(
+            sizes in prop::collection::vec(0usize..64, 0..6),
+            want in 0usize..256,
+            lie in any::<bool>(),
+        ) {
+            let buffers: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![7u8; n]).collect();
+            let total: usize = sizes.iter().sum();
+            let mut dest = vec![0u8; want];
+            // A buffer that claims more bytes than it shows is refused too.
+            let claimed = |i: usize, b: &Vec<u8>| b.len() + usize::from(lie && i == 0);
+            let result = gather(
+                "X",
+                &[want as i64],
+                buffers.iter().enumerate().map(|(i, b)| Ok(Buffer {
+                    memory: MemoryType::Cpu,
+                    device: 0,
+                    size: claimed(i, b),
+                    bytes: b,
+                })),
+                &mut dest,
+            );
+            let honest = !lie || buffers.is_empty();
+            let fits = total == want && honest;
+            prop_assert_eq!(result.is_ok(), fits);
+            if let Err(e) = result {
+                prop_assert_eq!(e.code(), crate::ErrorCode::InvalidArg);
+                prop_assert!(e.message().contains("'X'"));
+            }
+        }
+    }
 }
