@@ -13,10 +13,11 @@ Truth used throughout training:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -102,11 +103,37 @@ def event_sample(event: trackml.Event, truth_cfg: TruthConfig = TruthConfig()) -
     }
 
 
+@dataclass(frozen=True, order=True)
+class EventRef:
+    """One event of one folder: event ids repeat across folders (every simulated set starts
+    at 0), so an event is named by both."""
+
+    folder: str
+    event_id: int
+
+    def __str__(self) -> str:
+        return f"{self.folder}:{self.event_id}"
+
+
+def event_refs(folder: str | Path, event_ids: Iterable[int]) -> list[EventRef]:
+    resolved = str(Path(folder).resolve())
+    return [EventRef(resolved, int(i)) for i in event_ids]
+
+
+def describe_refs(refs: Iterable[EventRef]) -> dict[str, list[int]]:
+    """{folder: [event ids]}, for metrics files and model cards."""
+    out: dict[str, list[int]] = {}
+    for ref in sorted(refs):
+        out.setdefault(ref.folder, []).append(ref.event_id)
+    return out
+
+
 def split_events(
-    ids: list[int], val_fraction: float = 0.1, test_fraction: float = 0.1
-) -> tuple[dict[str, list[int]], bool]:
-    """Train/val/test by event, in id order (train first). With a single event all three are
-    that event and the run is flagged as a smoke run (second value True)."""
+    ids: list, val_fraction: float = 0.1, test_fraction: float = 0.1
+) -> tuple[dict[str, list], bool]:
+    """Train/val/test by event, in sorted order (train first). With a single event all three
+    are that event and the run is flagged as a smoke run (second value True). Works on event
+    ids and on `EventRef`s alike."""
     ids = sorted(ids)
     if not ids:
         raise ValueError("no events to split")
@@ -141,15 +168,23 @@ def load_sample(path: Path) -> Sample:
     return torch.load(path, weights_only=True)
 
 
-def sample_path(directory: Path, event_id: int) -> Path:
-    return Path(directory) / f"{trackml.event_prefix(event_id)}.pt"
+def folder_tag(folder: str | Path) -> str:
+    """A readable, collision-free subfolder name for an events folder."""
+    resolved = str(Path(folder).resolve())
+    digest = hashlib.sha1(resolved.encode()).hexdigest()[:8]
+    return f"{Path(resolved).name}-{digest}"
+
+
+def sample_path(directory: Path, ref: EventRef) -> Path:
+    """Where the sample (or graph) of event `ref` lives under `directory`."""
+    return Path(directory) / folder_tag(ref.folder) / f"{trackml.event_prefix(ref.event_id)}.pt"
 
 
 class SampleDataset(Dataset):
     """Per-event samples saved as `.pt` files; optionally kept in memory after the first read."""
 
-    def __init__(self, directory: Path, event_ids: list[int], keep_in_memory: bool = True):
-        self.paths = [sample_path(directory, i) for i in event_ids]
+    def __init__(self, directory: Path, refs: list[EventRef], keep_in_memory: bool = True):
+        self.paths = [sample_path(directory, ref) for ref in refs]
         self.keep = keep_in_memory
         self.cache: dict[int, Sample] = {}
 
@@ -188,16 +223,17 @@ def _single(batch: list[Sample]) -> Sample:
 
 
 class EventDataModule(L.LightningDataModule):
-    """Samples of the train/val/test events. `prepare_data` (global rank zero only, a shared
-    filesystem assumed across nodes) converts the CSV events and, when `graph_builder` is set,
-    builds each event's input graph; `setup` reads the files on every rank."""
+    """Samples of the train/val/test events (`EventRef`s). `prepare_data` (global rank zero
+    only, a shared filesystem assumed across nodes) converts the CSV events and, when
+    `graph_builder` is set, builds each event's input graph; `setup` reads the files on every
+    rank. Graphs are reused while the builder's `key()` (the files and settings it depends on)
+    is the one recorded beside them."""
 
     prepare_data_per_node = False
 
     def __init__(
         self,
-        events_dir: Path,
-        splits: dict[str, list[int]],
+        splits: dict[str, list[EventRef]],
         sample_dir: Path,
         truth_cfg: TruthConfig,
         graph_dir: Path | None = None,
@@ -206,7 +242,6 @@ class EventDataModule(L.LightningDataModule):
         train_repeat: int = 1,
     ):
         super().__init__()
-        self.events_dir = Path(events_dir)
         self.splits = splits
         self.sample_dir = Path(sample_dir)
         self.truth_cfg = truth_cfg
@@ -217,22 +252,20 @@ class EventDataModule(L.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.prepare_seconds = 0.0
 
-    def all_ids(self) -> list[int]:
-        return sorted({i for ids in self.splits.values() for i in ids})
+    def all_refs(self) -> list[EventRef]:
+        return sorted({ref for refs in self.splits.values() for ref in refs})
 
     def prepare_data(self) -> None:
         start = time.perf_counter()
-        prepare_samples(self.events_dir, self.all_ids(), self.sample_dir, self.truth_cfg)
+        prepare_samples(self.all_refs(), self.sample_dir, self.truth_cfg)
         if self.graph_builder is not None:
-            for event_id in self.all_ids():
-                sample = load_sample(sample_path(self.sample_dir, event_id))
-                save_sample(self.graph_builder(sample), sample_path(self.graph_dir, event_id))
+            build_graphs(self.all_refs(), self.sample_dir, self.graph_dir, self.graph_builder)
         self.prepare_seconds = time.perf_counter() - start
 
     def setup(self, stage: str | None = None) -> None:
         directory = self.graph_dir if self.graph_builder is not None else self.sample_dir
-        for split, ids in self.splits.items():
-            self.datasets[split] = SampleDataset(directory, ids)
+        for split, refs in self.splits.items():
+            self.datasets[split] = SampleDataset(directory, refs)
         self.datasets["train"] = RepeatDataset(self.datasets["train"], self.train_repeat)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
@@ -254,24 +287,43 @@ class EventDataModule(L.LightningDataModule):
         return self._loader("test", False)
 
 
-def prepare_samples(
-    events_dir: Path, event_ids: list[int], sample_dir: Path, truth_cfg: TruthConfig
-) -> None:
-    """Write `sample_dir/event%09d.pt` for each event; reuse those written from the same
-    folder with the same truth settings (recorded in `sample_dir/truth.json`)."""
-    sample_dir = Path(sample_dir)
-    stamp = sample_dir / "truth.json"
-    wanted = {**asdict(truth_cfg), "events": str(Path(events_dir).resolve())}
-    fresh = not (stamp.exists() and json.loads(stamp.read_text()) == wanted)
-    sample_dir.mkdir(parents=True, exist_ok=True)
+def build_graphs(refs: list[EventRef], sample_dir: Path, graph_dir: Path, builder) -> None:
+    """`graph_dir`'s sample of each event with its input graph. A builder with a `key()` (the
+    files and settings its graphs depend on, recorded in `graph_dir/builder.json`) has its
+    graphs reused while the key holds; others rebuild every time."""
+    graph_dir = Path(graph_dir)
+    stamp = graph_dir / "builder.json"
+    key = builder.key() if hasattr(builder, "key") else None
+    fresh = key is None or not (stamp.exists() and json.loads(stamp.read_text()) == key)
     if fresh:
-        for old in sample_dir.glob("event*.pt"):
+        for old in graph_dir.glob("*/event*.pt"):
             old.unlink()
-        stamp.write_text(json.dumps(wanted))
-    for event_id in event_ids:
-        path = sample_path(sample_dir, event_id)
+        stamp.unlink(missing_ok=True)
+    for ref in refs:
+        path = sample_path(graph_dir, ref)
+        if fresh or not path.exists():
+            save_sample(builder(load_sample(sample_path(sample_dir, ref))), path)
+    if key is not None:
+        stamp.write_text(json.dumps(key))
+
+
+def prepare_samples(refs: list[EventRef], sample_dir: Path, truth_cfg: TruthConfig) -> None:
+    """Write `sample_dir/<folder tag>/event%09d.pt` for each event; reuse those written from
+    the same folder with the same truth settings (recorded in `<folder tag>/truth.json`)."""
+    for folder in sorted({ref.folder for ref in refs}):
+        directory = Path(sample_dir) / folder_tag(folder)
+        stamp = directory / "truth.json"
+        wanted = {**asdict(truth_cfg), "events": folder}
+        fresh = not (stamp.exists() and json.loads(stamp.read_text()) == wanted)
+        directory.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            for old in directory.glob("event*.pt"):
+                old.unlink()
+            stamp.write_text(json.dumps(wanted))
+    for ref in refs:
+        path = sample_path(sample_dir, ref)
         if not path.exists():
-            event = trackml.read_event(events_dir, event_id)
+            event = trackml.read_event(ref.folder, ref.event_id)
             save_sample(event_sample(event, truth_cfg), path)
 
 

@@ -23,6 +23,7 @@ and metrics run on global rank zero, with OUT on a filesystem all nodes share.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -39,8 +40,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from exatrkx import metrics, module_map, trackml
 from exatrkx.data import (
     EventDataModule,
+    EventRef,
     Sample,
     TruthConfig,
+    describe_refs,
+    event_refs,
     load_sample,
     prepare_samples,
     sample_path,
@@ -120,6 +124,10 @@ def to_cpu(sample: Sample) -> Sample:
     return to_device(sample, torch.device("cpu"))
 
 
+def file_digest(path: Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
 # ---------------------------------------------------------------------------------------------
 # Graph builders: called by the data module's prepare_data on global rank zero. They read the
 # previous stage's files only when called, so every rank can construct them up front.
@@ -133,10 +141,17 @@ class RadiusGraphBuilder:
         self.device = device
         self.model = None
 
+    def settings(self) -> tuple[float, int]:
+        chosen = self.layout.stage_metrics("embedding", "building radius graphs")
+        return chosen["parameters"]["radius"], chosen["parameters"]["knn"]
+
+    def key(self) -> dict:
+        radius, knn = self.settings()
+        return {"radius": radius, "knn": knn, "embed": file_digest(self.layout.embed)}
+
     def __call__(self, sample: Sample) -> Sample:
         if self.model is None:
-            chosen = self.layout.stage_metrics("embedding", "building radius graphs")
-            self.radius, self.knn = chosen["parameters"]["radius"], chosen["parameters"]["knn"]
+            self.radius, self.knn = self.settings()
             self.model = load_module(self.layout.embed, self.device)
         s = to_device(sample, self.device)
         with torch.no_grad():
@@ -152,12 +167,19 @@ class ModuleMapGraphBuilder:
         self.layout = layout
         self.table = None
 
+    def check(self) -> None:
+        if not self.layout.module_map.exists():
+            raise FileNotFoundError(
+                f"{self.layout.module_map} is missing; run the module-map stage first"
+            )
+
+    def key(self) -> dict:
+        self.check()
+        return {"module_map": file_digest(self.layout.module_map)}
+
     def __call__(self, sample: Sample) -> Sample:
         if self.table is None:
-            if not self.layout.module_map.exists():
-                raise FileNotFoundError(
-                    f"{self.layout.module_map} is missing; run the module-map stage first"
-                )
+            self.check()
             self.table = module_map.load_module_map(self.layout.module_map)
         s = dict(sample)
         s["edge_index"] = module_map.module_map_graph(
@@ -175,9 +197,19 @@ class FilteredGraphBuilder:
         self.device = device
         self.model = None
 
+    def settings(self) -> float:
+        return self.layout.stage_metrics("filter", "the GNN")["parameters"]["filter_cut"]
+
+    def key(self) -> dict:
+        return {
+            "source": self.source.key(),
+            "filter_cut": self.settings(),
+            "filter": file_digest(self.layout.filter),
+        }
+
     def __call__(self, sample: Sample) -> Sample:
         if self.model is None:
-            self.cut = self.layout.stage_metrics("filter", "the GNN")["parameters"]["filter_cut"]
+            self.cut = self.settings()
             self.model = load_module(self.layout.filter, self.device)
         s = to_device(self.source(sample), self.device)
         with torch.no_grad():
@@ -263,13 +295,12 @@ def fit(module: L.LightningModule, dm: EventDataModule, args, stage: str, layout
     return module, seconds, history
 
 
-def read_split(layout: Layout, ids: list[int]) -> list[Sample]:
-    return [load_sample(sample_path(layout.samples, i)) for i in ids]
+def read_split(layout: Layout, refs: list[EventRef]) -> list[Sample]:
+    return [load_sample(sample_path(layout.samples, ref)) for ref in refs]
 
 
 def data_module(args, layout: Layout, splits, builder=None, graph_name: str | None = None):
     return EventDataModule(
-        args.events,
         splits,
         layout.samples,
         truth_config(args),
@@ -284,20 +315,39 @@ def truth_config(args) -> TruthConfig:
     return TruthConfig(pt_min=args.pt_min, eta_max=args.eta_max, min_hits=args.min_hits)
 
 
-def event_splits(args) -> tuple[dict[str, list[int]], bool]:
-    if not args.events.is_dir():
-        raise FileNotFoundError(f"--events {args.events} is not a folder")
-    ids = trackml.list_events(args.events)
+def folder_events(folder: Path, option: str, limit: int = 0) -> list[EventRef]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{option} {folder} is not a folder")
+    ids = trackml.list_events(folder)
     if not ids:
-        raise FileNotFoundError(f"--events {args.events} holds no event*-hits.csv[.gz] files")
-    if args.max_events:
-        ids = ids[: args.max_events]
-    return split_events(ids, args.val_fraction, args.test_fraction)
+        raise FileNotFoundError(f"{option} {folder} holds no event*-hits.csv[.gz] files")
+    return event_refs(folder, ids[:limit] if limit else ids)
+
+
+def event_splits(args) -> tuple[dict[str, list[EventRef]], bool]:
+    """Training events from every `--events` folder (the first `--max-events` of each);
+    validation and test events from `--val-events`/`--test-events` when given, else split
+    off the training events by `--val-fraction`/`--test-fraction`."""
+    pooled = [
+        ref for folder in args.events for ref in folder_events(folder, "--events", args.max_events)
+    ]
+    val_fraction = 0.0 if args.val_events else args.val_fraction
+    test_fraction = 0.0 if args.test_events else args.test_fraction
+    if args.val_events and args.test_events:
+        splits, smoke = {"train": sorted(pooled)}, False
+    else:
+        splits, smoke = split_events(pooled, val_fraction, test_fraction)
+    if args.val_events:
+        splits["val"] = folder_events(args.val_events, "--val-events", args.max_eval_events)
+    if args.test_events:
+        splits["test"] = folder_events(args.test_events, "--test-events", args.max_eval_events)
+    splits.setdefault("test", [])
+    return splits, smoke and not (args.val_events or args.test_events)
 
 
 def common_section(args, splits, smoke: bool) -> dict:
     return {
-        "events": {k: list(v) for k, v in splits.items()},
+        "events": {k: describe_refs(v) for k, v in splits.items()},
         "smoke_run": smoke,
         "truth": vars(truth_config(args)),
         "trainer": {
@@ -337,10 +387,7 @@ def run_module_map(args, layout: Layout, splits, smoke: bool) -> None:
         return
     start = time.perf_counter()
     prepare_samples(
-        args.events,
-        sorted({i for v in splits.values() for i in v}),
-        layout.samples,
-        truth_config(args),
+        sorted({r for v in splits.values() for r in v}), layout.samples, truth_config(args)
     )
     table = module_map.build_module_map(read_split(layout, splits["train"]), args.map_pt_min)
     module_map.save_module_map(table, layout.module_map)
@@ -480,8 +527,8 @@ def finish_classifier(
     log(f"{stage} exported to {path}")
 
 
-def read_split_graphs(dm: EventDataModule, ids: list[int]) -> list[Sample]:
-    return [load_sample(sample_path(dm.graph_dir, i)) for i in ids]
+def read_split_graphs(dm: EventDataModule, refs: list[EventRef]) -> list[Sample]:
+    return [load_sample(sample_path(dm.graph_dir, ref)) for ref in refs]
 
 
 def run_filter(args, layout: Layout, splits, smoke: bool) -> None:
@@ -588,7 +635,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("stage", choices=STAGES)
-    p.add_argument("--events", type=Path, required=True, help="folder of TrackML events")
+    p.add_argument(
+        "--events", type=Path, nargs="+", required=True, help="folders of TrackML events"
+    )
+    p.add_argument("--val-events", type=Path, help="validation events (default: split off)")
+    p.add_argument("--test-events", type=Path, help="test events (default: split off)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     t = p.add_argument_group("trainer")
     t.add_argument("--max-epochs", type=int, default=20)
@@ -605,7 +656,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
     t.add_argument("--ddp-timeout-hours", type=float, default=4.0)
     lr = p.add_argument_group("data and truth")
-    lr.add_argument("--max-events", type=int, default=0, help="use the first N events (0: all)")
+    lr.add_argument(
+        "--max-events", type=int, default=0, help="the first N events of each --events folder"
+    )
+    lr.add_argument(
+        "--max-eval-events", type=int, default=0, help="the first N val/test events (0: all)"
+    )
     lr.add_argument("--val-fraction", type=float, default=0.1)
     lr.add_argument("--test-fraction", type=float, default=0.1)
     lr.add_argument("--pt-min", type=float, default=1.0, help="target particles: pT above (GeV)")
@@ -660,7 +716,11 @@ def main(argv: list[str] | None = None) -> int:
     splits, smoke = event_splits(args)
     if smoke:
         log("smoke run: one event, used for training, validation and test alike")
-    log(f"events: train {splits['train']} val {splits['val']} test {splits['test']}")
+    for split, refs in splits.items():
+        log(
+            f"{split} events: "
+            + "; ".join(f"{f}: {len(i)}" for f, i in describe_refs(refs).items())
+        )
     stages = {
         "module-map": run_module_map,
         "embedding": run_embedding,

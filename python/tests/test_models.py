@@ -87,7 +87,10 @@ def test_pair_mlp_equals_mlp_on_concatenation():
     h = torch.randn(20, 8)
     e = torch.randn(30, 5)
     src, dst = torch.randint(0, 20, (2, 30))
-    want = pair.rest(pair.first(torch.cat([h[src], h[dst], e], 1)))
+    weight = torch.cat([pair.src.weight, pair.dst.weight, pair.edge.weight], 1)
+    want = pair.rest(
+        torch.nn.functional.linear(torch.cat([h[src], h[dst], e], 1), weight, pair.edge.bias)
+    )
     assert torch.allclose(pair(h, e, src, dst), want, atol=1e-5)
 
 

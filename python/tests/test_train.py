@@ -147,7 +147,7 @@ def test_edge_classifier_loss_goes_down(toy_graph, make):
             return float(module.edge_loss(toy_graph, toy_graph["edge_index"]))
 
     before = loss()
-    steps(module, toy_graph, 40)
+    steps(module, toy_graph, 80)
     assert loss() < 0.7 * before
     with torch.no_grad():
         scores = torch.sigmoid(module.net(toy_graph["x"], toy_graph["edge_index"]))
@@ -203,7 +203,12 @@ def test_all_command_end_to_end(tmp_path, toy_dir):
     for name in names:
         assert (out / name).is_file(), name
     result = json.loads((out / "metrics.json").read_text())
-    assert result["embedding"]["events"] == {"train": [1, 2], "val": [3], "test": [4]}
+    folder = str(toy_dir.resolve())
+    assert result["embedding"]["events"] == {
+        "train": {folder: [1, 2]},
+        "val": {folder: [3]},
+        "test": {folder: [4]},
+    }
     params = result["parameters"]
     assert params["radius"] > 0 and params["knn"] >= 1
     assert 0 <= params["filter_cut"] < 1 and 0 <= params["gnn_cut"] < 1
@@ -218,7 +223,7 @@ def test_all_command_end_to_end(tmp_path, toy_dir):
     card = (out / "model_card.md").read_text()
     assert "## gnn" in card and f"| `knn` | {params['knn']} |" in card
     # the exported files chain into a pipeline on a test event
-    s = data.load_sample(data.sample_path(out / "samples", 4))
+    s = data.load_sample(data.sample_path(out / "samples", data.EventRef(folder, 4)))
     embed = torch.jit.load(str(out / "embed.pt"))
     with torch.no_grad():
         graph = radius_graph(embed(s["x"]), params["radius"], params["knn"], s["x"][:, 0])

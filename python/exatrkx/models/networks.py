@@ -7,7 +7,8 @@
 Each exports `num_features()` (and the embedding `embedding_dim()`) for the backend's load-time
 check. Every forward casts its input to the dtype of its own weights and returns fp32, so a
 module converted to bf16 by the backend still takes and gives fp32 tensors; doublet geometry is
-computed in fp32 before that cast.
+computed in fp32 before that cast. The networks read derived inputs (`layers.node_inputs`:
+phi as cos/sin, eta, cluster offsets), computed inside the module from the 9 columns.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from torch.nn import functional as F
 
 from exatrkx.models.layers import (
     NUM_EDGE_GEOMETRY,
+    NUM_NODE_INPUTS,
+    NUM_SPACEPOINT_INPUTS,
     PairMLP,
     check_inputs,
-    edge_geometry,
     make_mlp,
+    node_inputs,
+    pair_geometry,
 )
 
 NUM_FEATURES = 9
@@ -31,8 +35,9 @@ STRIP_RADIUS = 0.2
 
 
 class EmbeddingNet(nn.Module):
-    """Metric-learning embedding: an MLP from the 9 node features to `emb_dim` dims, projected
-    onto the unit sphere so that radii mean the same thing in every training."""
+    """Metric-learning embedding: an MLP from the spacepoint inputs (`node_inputs`) to
+    `emb_dim` dims, projected onto the unit sphere so that radii mean the same thing in every
+    training."""
 
     def __init__(
         self,
@@ -45,7 +50,9 @@ class EmbeddingNet(nn.Module):
         normalize: bool = True,
     ):
         super().__init__()
-        self.mlp = make_mlp([num_features] + [hidden] * layers + [emb_dim], activation, layer_norm)
+        self.mlp = make_mlp(
+            [NUM_NODE_INPUTS] + [hidden] * layers + [emb_dim], activation, layer_norm
+        )
         self.normalize = normalize
         self._num_features = num_features
         self._emb_dim = emb_dim
@@ -55,7 +62,7 @@ class EmbeddingNet(nn.Module):
             raise ValueError(
                 "x must be [N, " + str(self._num_features) + "], got " + str(list(x.shape))
             )
-        out = self.mlp(x.to(self.mlp[0].weight.dtype)).float()
+        out = self.mlp(node_inputs(x).to(self.mlp[0].weight.dtype)).float()
         if self.normalize:
             out = F.normalize(out, dim=1)
         return out
@@ -70,7 +77,9 @@ class EmbeddingNet(nn.Module):
 
 
 class FilterNet(nn.Module):
-    """Edge filter: an MLP over `[x_src, x_dst, doublet geometry]` -> one logit per edge."""
+    """Edge filter: an MLP over `[inputs(src), inputs(dst), doublet geometry]` -> one logit
+    per edge. All its work is per edge (the two ends' rows are gathered first), so the
+    pipeline may call it on chunks of edges without repeating anything per node."""
 
     def __init__(
         self,
@@ -81,22 +90,31 @@ class FilterNet(nn.Module):
         layer_norm: bool = True,
     ):
         super().__init__()
-        width = 2 * num_features + NUM_EDGE_GEOMETRY
+        width = 2 * NUM_NODE_INPUTS + NUM_EDGE_GEOMETRY
         self.mlp = make_mlp([width] + [hidden] * layers + [1], activation, layer_norm)
         self._num_features = num_features
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         check_inputs(x, edge_index, self._num_features)
-        src, dst = edge_index[0], edge_index[1]
-        xf = x.float()
-        h = torch.cat(
-            [xf.index_select(0, src), xf.index_select(0, dst), edge_geometry(xf, src, dst)], 1
-        )
+        a = x.index_select(0, edge_index[0]).float()
+        b = x.index_select(0, edge_index[1]).float()
+        h = torch.cat([node_inputs(a), node_inputs(b), pair_geometry(a, b)], 1)
         return self.mlp(h.to(self.mlp[0].weight.dtype)).squeeze(-1).float()
 
     @torch.jit.export
     def num_features(self) -> int:
         return self._num_features
+
+
+def used_nodes(n: int, src: Tensor, dst: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The spacepoints that some edge touches, and the edges renumbered over them: message
+    passing then skips the (many) spacepoints the filter left without edges."""
+    used = torch.zeros(n, dtype=torch.bool, device=src.device)
+    used.index_fill_(0, src, True).index_fill_(0, dst, True)
+    nodes = torch.nonzero(used).squeeze(1)
+    renumber = torch.zeros(n, dtype=torch.long, device=src.device)
+    renumber.index_copy_(0, nodes, torch.arange(nodes.numel(), device=src.device))
+    return nodes, renumber.index_select(0, src), renumber.index_select(0, dst)
 
 
 def merge_rows(n: int, parts: list[tuple[Tensor, Tensor]]) -> Tensor:
@@ -153,14 +171,15 @@ class HeteroInteractionStep(InteractionStep):
 
 
 class InteractionGNN(nn.Module):
-    """Interaction-network edge classifier over the node features (`node_columns` = 3: the
-    spacepoint only; 9: with the strip clusters, padded for pixels)."""
+    """Interaction-network edge classifier. Nodes: the spacepoint inputs (`node_columns` = 3)
+    or those with the strip cluster offsets (9; zero for pixels); edges: both ends' inputs
+    and the doublet geometry. Only spacepoints with an edge take part."""
 
     def __init__(
         self,
         num_features: int = NUM_FEATURES,
         hidden: int = 32,
-        iterations: int = 6,
+        iterations: int = 4,
         layers: int = 2,
         node_columns: int = NUM_FEATURES,
         activation: str = "relu",
@@ -172,10 +191,9 @@ class InteractionGNN(nn.Module):
         self._num_features = num_features
         self.node_columns = node_columns
         self.strip_radius = STRIP_RADIUS
-        self.node_encoder = make_mlp(
-            [node_columns] + [hidden] * layers, activation, layer_norm, True
-        )
-        edge_width = 2 * node_columns + NUM_EDGE_GEOMETRY
+        width = NUM_NODE_INPUTS if node_columns > 3 else NUM_SPACEPOINT_INPUTS
+        self.node_encoder = make_mlp([width] + [hidden] * layers, activation, layer_norm, True)
+        edge_width = 2 * width + NUM_EDGE_GEOMETRY
         self.edge_encoder = make_mlp([edge_width] + [hidden] * layers, activation, layer_norm, True)
         self.steps = nn.ModuleList(
             [self.make_step(hidden, layers, activation, layer_norm) for _ in range(iterations)]
@@ -188,28 +206,28 @@ class InteractionGNN(nn.Module):
         return InteractionStep(hidden, layers, activation, layer_norm)
 
     def dtype(self) -> torch.dtype:
-        return self.output.first.weight.dtype
+        return self.output.edge.weight.dtype
 
     def encode(
         self, x: Tensor, src: Tensor, dst: Tensor, geometry: Tensor, pixel: Tensor, strip: Tensor
     ) -> tuple[Tensor, Tensor]:
-        xn = x[:, : self.node_columns]
-        h = self.node_encoder(xn)
+        inputs = node_inputs(x, self.node_columns).to(geometry.dtype)
+        h = self.node_encoder(inputs)
         e = self.edge_encoder(
-            torch.cat([xn.index_select(0, src), xn.index_select(0, dst), geometry], 1)
+            torch.cat([inputs.index_select(0, src), inputs.index_select(0, dst), geometry], 1)
         )
         return h, e
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         check_inputs(x, edge_index, self._num_features)
-        src, dst = edge_index[0], edge_index[1]
-        xf = x.float()
-        geometry = edge_geometry(xf, src, dst)
+        nodes, src, dst = used_nodes(x.size(0), edge_index[0], edge_index[1])
+        xf = x.index_select(0, nodes).float()
+        geometry = pair_geometry(xf.index_select(0, src), xf.index_select(0, dst))
         is_strip = xf[:, 0] > self.strip_radius
         strip = torch.nonzero(is_strip).squeeze(1)
         pixel = torch.nonzero(~is_strip).squeeze(1)
         dtype = self.dtype()
-        h, e = self.encode(xf.to(dtype), src, dst, geometry.to(dtype), pixel, strip)
+        h, e = self.encode(xf, src, dst, geometry.to(dtype), pixel, strip)
         for step in self.steps:
             h, e = step(h, e, src, dst, pixel, strip)
         return self.output(h, e, src, dst).squeeze(-1).float()
@@ -221,15 +239,15 @@ class InteractionGNN(nn.Module):
 
 class HeteroInteractionGNN(InteractionGNN):
     """The heterogeneous variant (seed talk): pixel spacepoints are encoded from their own
-    (r, phi, z) only, strip spacepoints from the spacepoint and both clusters (no padding
-    reaches a network); edges get one encoder per type (pixel-pixel, pixel-strip,
-    strip-strip) and every iteration updates pixel and strip nodes with separate networks."""
+    position only, strip spacepoints also from both clusters (no padding reaches a
+    network); edges get one encoder per type (pixel-pixel, pixel-strip, strip-strip) and
+    every iteration updates pixel and strip nodes with separate networks."""
 
     def __init__(
         self,
         num_features: int = NUM_FEATURES,
         hidden: int = 32,
-        iterations: int = 6,
+        iterations: int = 4,
         layers: int = 2,
         activation: str = "relu",
         layer_norm: bool = True,
@@ -238,12 +256,14 @@ class HeteroInteractionGNN(InteractionGNN):
             num_features, hidden, iterations, layers, num_features, activation, layer_norm
         )
         sizes = [hidden] * layers
-        self.pixel_encoder = make_mlp([3] + sizes, activation, layer_norm, True)
+        pix, full = NUM_SPACEPOINT_INPUTS, NUM_NODE_INPUTS
+        self.pixel_inputs = pix
+        self.pixel_encoder = make_mlp([pix] + sizes, activation, layer_norm, True)
         # the inherited edge_encoder serves strip-strip edges
         self.pixel_edge_encoder = make_mlp(
-            [6 + NUM_EDGE_GEOMETRY] + sizes, activation, layer_norm, True
+            [2 * pix + NUM_EDGE_GEOMETRY] + sizes, activation, layer_norm, True
         )
-        mixed_width = 3 + num_features + NUM_EDGE_GEOMETRY
+        mixed_width = pix + full + NUM_EDGE_GEOMETRY
         self.mixed_edge_encoder = make_mlp([mixed_width] + sizes, activation, layer_norm, True)
 
     def make_step(self, hidden: int, layers: int, activation: str, layer_norm: bool):
@@ -252,11 +272,13 @@ class HeteroInteractionGNN(InteractionGNN):
     def encode(
         self, x: Tensor, src: Tensor, dst: Tensor, geometry: Tensor, pixel: Tensor, strip: Tensor
     ) -> tuple[Tensor, Tensor]:
+        inputs = node_inputs(x).to(geometry.dtype)
+        pix = self.pixel_inputs
         h = merge_rows(
             x.size(0),
             [
-                (pixel, self.pixel_encoder(x.index_select(0, pixel)[:, :3])),
-                (strip, self.node_encoder(x.index_select(0, strip))),
+                (pixel, self.pixel_encoder(inputs.index_select(0, pixel)[:, :pix])),
+                (strip, self.node_encoder(inputs.index_select(0, strip))),
             ],
         )
         is_strip = torch.zeros(x.size(0), dtype=torch.bool, device=x.device).index_fill(
@@ -274,24 +296,24 @@ class HeteroInteractionGNN(InteractionGNN):
         strip_end = torch.where(flip, ps_src, ps_dst)
         pp_in = torch.cat(
             [
-                x.index_select(0, src.index_select(0, pp))[:, :3],
-                x.index_select(0, dst.index_select(0, pp))[:, :3],
+                inputs.index_select(0, src.index_select(0, pp))[:, :pix],
+                inputs.index_select(0, dst.index_select(0, pp))[:, :pix],
                 geometry.index_select(0, pp),
             ],
             1,
         )
         ps_in = torch.cat(
             [
-                x.index_select(0, pixel_end)[:, :3],
-                x.index_select(0, strip_end),
+                inputs.index_select(0, pixel_end)[:, :pix],
+                inputs.index_select(0, strip_end),
                 geometry.index_select(0, ps),
             ],
             1,
         )
         ss_in = torch.cat(
             [
-                x.index_select(0, src.index_select(0, ss)),
-                x.index_select(0, dst.index_select(0, ss)),
+                inputs.index_select(0, src.index_select(0, ss)),
+                inputs.index_select(0, dst.index_select(0, ss)),
                 geometry.index_select(0, ss),
             ],
             1,
