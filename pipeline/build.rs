@@ -9,7 +9,10 @@ fn main() {
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("DEP_TCH_LIBTORCH_LIB is not set: exatrkx-pipeline must depend on torch-sys");
     let include = PathBuf::from(&lib).join("..").join("include");
-    if !include.join("c10/core/impl/DeviceGuardImplInterface.h").is_file() {
+    if !include
+        .join("c10/core/impl/DeviceGuardImplInterface.h")
+        .is_file()
+    {
         panic!(
             "libtorch headers not found under {}: set LIBTORCH to a libtorch (or the torch wheel) \
              that ships include/",

@@ -136,10 +136,7 @@ fn load_events(dir: &Path) -> Result<Vec<Sample>> {
     for id in csv {
         let event = trackml::io::read_event(dir, id)
             .with_context(|| format!("event {id} in {}", dir.display()))?;
-        samples.push(Sample::from_event(
-            format!("{}/{id}", dir.display()),
-            event,
-        ));
+        samples.push(Sample::from_event(format!("{}/{id}", dir.display()), event));
     }
     if samples.is_empty() {
         for entry in std::fs::read_dir(dir).with_context(|| dir.display().to_string())? {
@@ -174,7 +171,10 @@ fn counts(list: &str, what: &str) -> Result<Vec<usize>> {
     list.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| anyhow!("--{what}: '{s}' is not a count")))
+        .map(|s| {
+            s.parse()
+                .map_err(|_| anyhow!("--{what}: '{s}' is not a count"))
+        })
         .collect()
 }
 
@@ -229,7 +229,9 @@ fn quality(event: &Event, labels: &[i64]) -> Value {
 }
 
 fn tensor_on(data: &[f32], shape: [i64; 2], device: Device) -> Result<Tensor> {
-    Ok(Tensor::f_from_slice(data)?.f_view(shape)?.f_to_device(device)?)
+    Ok(Tensor::f_from_slice(data)?
+        .f_view(shape)?
+        .f_to_device(device)?)
 }
 
 /// The radius graph of the GPU's embedding, on the GPU and on the CPU grid: equal?
@@ -251,7 +253,10 @@ fn check_radius_graph(
     let _stream = ctx.enter_event()?;
     let mut event = EventData::new(ctx, &input)?;
     embedding.run(ctx, &mut event)?;
-    let emb = event.embedding.as_ref().ok_or_else(|| anyhow!("no embedding"))?;
+    let emb = event
+        .embedding
+        .as_ref()
+        .ok_or_else(|| anyhow!("no embedding"))?;
     let key = event
         .radius_key_on_device
         .as_ref()
@@ -368,9 +373,11 @@ fn stress(ctx: &ExecutionContext, sizes: &[usize], seed: u64) -> Result<Vec<Valu
                 ms(cpu_seconds),
                 if exact { "exact" } else { "DIFFERENT" }
             );
-            out.push(json!({"kind": "cloud", "n": n, "dim": dim, "radius": radius, "knn": knn,
+            out.push(
+                json!({"kind": "cloud", "n": n, "dim": dim, "radius": radius, "knn": knn,
                 "edges": on_cpu.len() / 2, "exact": exact,
-                "gpu_ms": gpu_seconds * 1e3, "cpu_ms": cpu_seconds * 1e3}));
+                "gpu_ms": gpu_seconds * 1e3, "cpu_ms": cpu_seconds * 1e3}),
+            );
         }
         // A graph of chains (long paths for the union-find) plus random edges.
         let mut edges: Vec<(i64, i64)> = (0..n as i64 - 1)
@@ -401,7 +408,12 @@ fn stress(ctx: &ExecutionContext, sizes: &[usize], seed: u64) -> Result<Vec<Valu
 }
 
 /// Events per second with `instances` pipelines on one GPU, each on its own thread.
-fn throughput(cfg: &PipelineConfig, samples: &[Sample], instances: usize, runs: usize) -> Result<f64> {
+fn throughput(
+    cfg: &PipelineConfig,
+    samples: &[Sample],
+    instances: usize,
+    runs: usize,
+) -> Result<f64> {
     let barrier = std::sync::Barrier::new(instances);
     let start = std::sync::Mutex::new(None::<Instant>);
     let results: Vec<Result<usize>> = std::thread::scope(|scope| {
@@ -409,11 +421,17 @@ fn throughput(cfg: &PipelineConfig, samples: &[Sample], instances: usize, runs: 
             .map(|_| {
                 scope.spawn(|| -> Result<usize> {
                     tch::jit::set_graph_executor_optimize(false);
-                    let pipeline = Pipeline::new(cfg.clone())?;
-                    for s in samples {
-                        pipeline.run(&s.input(), OutputRequest::default())?;
-                    }
+                    // Every thread reaches the barrier, set up or not, so that one failure
+                    // cannot leave the others waiting forever.
+                    let ready = (|| -> Result<Pipeline> {
+                        let pipeline = Pipeline::new(cfg.clone())?;
+                        for s in samples {
+                            pipeline.run(&s.input(), OutputRequest::default())?;
+                        }
+                        Ok(pipeline)
+                    })();
                     barrier.wait();
+                    let pipeline = ready?;
                     start.lock().unwrap().get_or_insert_with(Instant::now);
                     let mut done = 0;
                     for _ in 0..runs {
@@ -431,7 +449,11 @@ fn throughput(cfg: &PipelineConfig, samples: &[Sample], instances: usize, runs: 
             .map(|h| h.join().map_err(|_| anyhow!("instance thread panicked"))?)
             .collect()
     });
-    let events: usize = results.into_iter().collect::<Result<Vec<_>>>()?.iter().sum();
+    let events: usize = results
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?
+        .iter()
+        .sum();
     let seconds = start
         .lock()
         .unwrap()
@@ -483,7 +505,10 @@ fn main() -> Result<()> {
         Err(e) => return Err(e).context("loading the GPU pipeline"),
     };
     if let Some(p) = &gpu_pipeline {
-        let rt = p.context().gpu().ok_or_else(|| anyhow!("GPU pipeline without runtime"))?;
+        let rt = p
+            .context()
+            .gpu()
+            .ok_or_else(|| anyhow!("GPU pipeline without runtime"))?;
         println!(
             "GPU pipeline on cuda:{} loaded in {:.2} s (NVRTC included); libtorch on the instance's stream: {}",
             rt.device(),
@@ -601,16 +626,26 @@ fn main() -> Result<()> {
                 c["edges"],
                 c["gpu_ms"].as_f64().unwrap_or(f64::NAN),
                 c["cpu_ms"].as_f64().unwrap_or(f64::NAN),
-                if c["exact"] == json!(true) { "exact" } else { "DIFFERENT" }
+                if c["exact"] == json!(true) {
+                    "exact"
+                } else {
+                    "DIFFERENT"
+                }
             );
             if c["exact"] != json!(true) {
-                failures.push(format!("{}: connected components differ from the CPU", s.name));
+                failures.push(format!(
+                    "{}: connected components differ from the CPU",
+                    s.name
+                ));
             }
             if cfg.track_builder == TrackBuilder::ConnectedComponents {
                 let (src, dst) = edges.split_at(edges.len() / 2);
                 let cpu = connected_components(n, src, dst, min_len);
                 if cpu.labels != with_edges.labels {
-                    failures.push(format!("{}: pipeline labels are not the CPU components of its edges", s.name));
+                    failures.push(format!(
+                        "{}: pipeline labels are not the CPU components of its edges",
+                        s.name
+                    ));
                 }
             }
             record["components"] = c;
@@ -632,7 +667,11 @@ fn main() -> Result<()> {
                 let same = agreement(g, &cpu.labels);
                 println!(
                     "  labels GPU vs CPU: {} ({:.4}% of spacepoints agree)",
-                    if g == &cpu.labels { "identical" } else { "differ" },
+                    if g == &cpu.labels {
+                        "identical"
+                    } else {
+                        "differ"
+                    },
                     same * 100.0
                 );
                 record["labels_identical"] = json!(g == &cpu.labels);
@@ -665,7 +704,9 @@ fn main() -> Result<()> {
             summary["stress"] = json!(results);
         }
         if !instance_counts.is_empty() && !samples.is_empty() {
-            println!("\n== throughput over all events (each instance: own pipeline, thread, stream)");
+            println!(
+                "\n== throughput over all events (each instance: own pipeline, thread, stream)"
+            );
             let mut rates = Vec::new();
             for &k in &instance_counts {
                 let rate = throughput(&gpu_cfg, &samples, k.max(1), args.throughput_repeat.max(1))?;

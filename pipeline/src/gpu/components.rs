@@ -136,11 +136,20 @@ mod emulation {
     #[derive(Clone, Copy, Debug)]
     enum Hook {
         /// Finding `u` (the root from the first end); `second` is where `v`'s search starts.
-        FirstRoot { find: Find, second: i32 },
+        FirstRoot {
+            find: Find,
+            second: i32,
+        },
         /// Finding `v` with `u` known.
-        SecondRoot { u: i32, find: Find },
+        SecondRoot {
+            u: i32,
+            find: Find,
+        },
         /// About to compare-and-swap `parent[max(u, v)]`.
-        Cas { u: i32, v: i32 },
+        Cas {
+            u: i32,
+            v: i32,
+        },
         Done,
     }
 

@@ -69,7 +69,9 @@ impl GridParams {
 
 /// `[2, E]` edges from sorted unique keys `src * n + dst` (any device).
 pub(crate) fn edges_from_keys(keys: &Tensor, n: i64) -> Result<Tensor> {
-    let src = keys.f_floor_divide_scalar(n).map_err(torch_error("graph"))?;
+    let src = keys
+        .f_floor_divide_scalar(n)
+        .map_err(torch_error("graph"))?;
     let dst = keys.f_remainder(n).map_err(torch_error("graph"))?;
     Tensor::f_stack(&[src, dst], 0).map_err(torch_error("graph"))
 }
@@ -101,7 +103,7 @@ pub fn radius_graph(
             "radius graph: {n} spacepoints is too many for the GPU kernels"
         )));
     }
-    if !(cfg.radius > 0.0) || cfg.knn == 0 {
+    if cfg.radius.is_nan() || cfg.radius <= 0.0 || cfg.knn == 0 {
         return Err(PipelineError::Config(format!(
             "radius graph: radius {} and knn {} must be positive",
             cfg.radius, cfg.knn
@@ -193,14 +195,20 @@ pub fn radius_graph(
     let p_sorted = device_ptr(&sorted, Kind::Float, d, "sorted embedding")?;
     let p_start = device_ptr(&cell_start, Kind::Int, d, "cell_start")?;
     let p_n_count = device_ptr(&count, Kind::Int, d, "count")?;
-    gpu.launch(&k.frnn_count, n as usize, QUERY_THREADS, "frnn_count", |a| {
-        a.arg(&n32)
-            .arg(&p_sorted)
-            .arg(&p_start)
-            .arg(&params)
-            .arg(&r2)
-            .arg(&p_n_count);
-    })?;
+    gpu.launch(
+        &k.frnn_count,
+        n as usize,
+        QUERY_THREADS,
+        "frnn_count",
+        |a| {
+            a.arg(&n32)
+                .arg(&p_sorted)
+                .arg(&p_start)
+                .arg(&params)
+                .arg(&r2)
+                .arg(&p_n_count);
+        },
+    )?;
     let kept = count
         .f_clamp_max(knn as i64)
         .and_then(|c| c.f_to_kind(Kind::Int64))

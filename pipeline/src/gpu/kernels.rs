@@ -174,10 +174,16 @@ mod tests {
             "cc_hook",
             "cc_compress",
         ] {
-            assert!(text.contains(&format!(".entry {kernel}(")), "{kernel} missing");
+            assert!(
+                text.contains(&format!(".entry {kernel}(")),
+                "{kernel} missing"
+            );
         }
         // No fused multiply-add on doubles anywhere: the distances round as on the CPU.
-        assert!(!text.contains("fma.rn.f64"), "a fused f64 multiply-add slipped in");
+        assert!(
+            !text.contains("fma.rn.f64"),
+            "a fused f64 multiply-add slipped in"
+        );
     }
 
     #[test]
@@ -188,6 +194,9 @@ mod tests {
         }
         // An architecture NVRTC does not know fails with its message, not a panic.
         let err = compile_kernels(CodeTarget::Cubin(1, 0)).unwrap_err();
-        assert!(err.to_string().contains("compiling the CUDA kernels"), "{err}");
+        assert!(
+            err.to_string().contains("compiling the CUDA kernels"),
+            "{err}"
+        );
     }
 }

@@ -55,7 +55,9 @@ impl std::fmt::Debug for GpuRuntime {
 }
 
 /// The error of a failed CUDA driver call, naming what was being done.
-pub(crate) fn driver_error(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> PipelineError {
+pub(crate) fn driver_error(
+    what: &'static str,
+) -> impl Fn(cudarc::driver::DriverError) -> PipelineError {
     move |e| PipelineError::Device(format!("{what}: {e}"))
 }
 
