@@ -470,4 +470,47 @@ mod tests {
         ];
         assert_eq!(walk(7, &edges, 3), vec![0, 0, -1, 0, -1, -1, -1]);
     }
+
+    proptest::proptest! {
+        /// Union-find components against petgraph's strongly connected components of the
+        /// undirected graph (an independent algorithm: Tarjan's depth-first search).
+        #[test]
+        fn components_equal_petgraph(
+            n in 1usize..60,
+            raw in proptest::collection::vec((0u32..60, 0u32..60), 0..120),
+            min_len in 0usize..6,
+        ) {
+            let edges: Vec<(i64, i64)> = raw
+                .iter()
+                .map(|&(a, b)| ((a as usize % n) as i64, (b as usize % n) as i64))
+                .collect();
+            let src: Vec<i64> = edges.iter().map(|e| e.0).collect();
+            let dst: Vec<i64> = edges.iter().map(|e| e.1).collect();
+            let ours = connected_components(n, &src, &dst, min_len);
+
+            let mut graph = petgraph::graph::UnGraph::<(), ()>::new_undirected();
+            let nodes: Vec<_> = (0..n).map(|_| graph.add_node(())).collect();
+            for &(a, b) in &edges {
+                graph.add_edge(nodes[a as usize], nodes[b as usize], ());
+            }
+            let mut components: Vec<Vec<usize>> = petgraph::algo::tarjan_scc(&graph)
+                .into_iter()
+                .map(|c| {
+                    let mut c: Vec<usize> = c.into_iter().map(|v| v.index()).collect();
+                    c.sort_unstable();
+                    c
+                })
+                .filter(|c| c.len() >= min_len.max(2))
+                .collect();
+            components.sort_unstable_by_key(|c| c[0]);
+            let mut expected = vec![-1i64; n];
+            for (label, c) in components.iter().enumerate() {
+                for &v in c {
+                    expected[v] = label as i64;
+                }
+            }
+            proptest::prop_assert_eq!(ours.num_tracks, components.len());
+            proptest::prop_assert_eq!(ours.labels, expected);
+        }
+    }
 }
