@@ -30,6 +30,10 @@ static JIT_OPTIMIZE: AtomicBool = AtomicBool::new(false);
 /// The backend setting that turns TorchScript's graph executor optimisation on.
 pub const JIT_OPTIMIZE_SETTING: &str = "jit-optimize";
 
+/// The backend setting that leaves glibc's allocator at its defaults (`false`); on by default
+/// (`exatrkx_pipeline::allocator`).
+pub const MALLOC_TUNING_SETTING: &str = "malloc-tuning";
+
 pub fn set_jit_optimize(on: bool) {
     JIT_OPTIMIZE.store(on, Ordering::Relaxed);
 }
@@ -59,6 +63,16 @@ impl triton::Backend for ExaTrkx {
         let cmdline = backend.cmdline()?;
         if let Some(value) = cmdline.get(JIT_OPTIMIZE_SETTING) {
             set_jit_optimize(parse_bool(JIT_OPTIMIZE_SETTING, value)?);
+        }
+        let tune = match cmdline.get(MALLOC_TUNING_SETTING) {
+            Some(value) => parse_bool(MALLOC_TUNING_SETTING, value)?,
+            None => true,
+        };
+        if tune {
+            log_info!(
+                "backend 'exatrkx': glibc allocator tuning for large temporaries: {:?}",
+                exatrkx_pipeline::tune_allocator()
+            );
         }
         log_info!(
             "backend 'exatrkx': TorchScript graph executor optimisation {}",

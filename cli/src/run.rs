@@ -69,6 +69,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         tch::set_num_threads(n);
     }
     tch::jit::set_graph_executor_optimize(args.jit_optimize);
+    // As the backend does (glibc keeps the networks' large temporaries in the heap).
+    exatrkx_pipeline::tune_allocator();
     let cfg = config(&args)?;
     let needs_modules = cfg.graph_construction == GraphMethod::ModuleMap;
     let pipeline = Pipeline::new(cfg).context("loading the pipeline")?;

@@ -93,6 +93,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     tch::jit::set_graph_executor_optimize(args.jit_optimize);
+    exatrkx_pipeline::tune_allocator();
     let folder = model_folder(&args.model_repo, &args.model_name)?;
     let mut cfg = PipelineConfig::from_model_folder(&folder, &args.version)?;
     for item in &args.params {

@@ -7,6 +7,7 @@
 //! parameters); `pipeline` composes them; `gpu` holds the CUDA stages. Contracts (features, edge convention, parameters,
 //! model interfaces): `docs/DESIGN.md`.
 
+pub mod allocator;
 mod config;
 pub mod edge_classifier;
 pub mod edges;
@@ -23,6 +24,7 @@ mod pipeline;
 pub mod stage;
 pub mod track_building;
 
+pub use allocator::{tune_allocator, AllocatorTuning};
 pub use config::{
     DeviceKind, GraphMethod, PipelineConfig, Precision, TrackBuilder, PARAMETER_KEYS,
 };
