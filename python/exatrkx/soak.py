@@ -8,13 +8,14 @@ message, the server's resident memory is sampled from /proc while it runs, and t
 is searched for errors. `make soak` runs the long version; tests/test_robustness_soak.py a
 short one.
 
-    python -m exatrkx.soak [--requests 4000] [--concurrency 4] [--instances 2] [--out FILE]
+    python -m exatrkx.soak [--requests 20000] [--concurrency 4] [--instances 2] [--out-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -41,7 +42,7 @@ EXPECTED_LOG_ERRORS = (re.compile(r"CudaDriverHelper has not been initialized"),
 
 @dataclass
 class SoakConfig:
-    requests: int = 15000
+    requests: int = 20000
     concurrency: int = 4
     instances: int = 2
     # Spacepoints of the distinct good events (synthetic straight tracks).
@@ -66,6 +67,9 @@ class SoakReport:
     good_correct: int = 0
     bad: int = 0
     bad_refused_as_expected: int = 0
+    # Bad requests sent, by kind (the BadCase names), and client-side outcomes by kind.
+    bad_by_kind: dict = field(default_factory=dict)
+    outcomes: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     # Server memory (VmRSS, MiB) against requests completed: [(completed, rss), ...].
     rss_curve: list[tuple[int, float]] = field(default_factory=list)
@@ -92,6 +96,8 @@ class SoakReport:
                 f"requests: {self.sent} in {self.seconds:.1f} s ({rate:.1f}/s), "
                 f"{self.good} good ({self.good_correct} correct), "
                 f"{self.bad} bad ({self.bad_refused_as_expected} refused as expected)",
+                "bad requests by kind: "
+                + ", ".join(f"{k} {n}" for k, n in self.bad_by_kind.items()),
                 f"latency ms (good): {self.latency_ms}",
                 f"server RSS MiB: idle {self.rss_idle_mib:.0f}, after warm-up "
                 f"{self.rss_after_warmup_mib:.0f}, end {self.rss_end_mib:.0f}, max "
@@ -245,6 +251,7 @@ def run_soak(
     completed = 0
     latencies: list[float] = []
     outcomes: Counter = Counter()
+    bad_kinds: Counter = Counter()
     local = threading.local()
     deadline = time.monotonic() + cfg.time_limit
     done = threading.Event()
@@ -305,6 +312,8 @@ def run_soak(
         with lock:
             completed += 1
             outcomes[outcome] += 1
+            if kind == "bad":
+                bad_kinds[bad[which].name] += 1
             if kind == "good":
                 latencies.append(elapsed)
             if failure is not None:
@@ -325,6 +334,8 @@ def run_soak(
     report.good_correct = outcomes["good_correct"]
     report.bad = outcomes["bad_refused"] + outcomes["bad_wrong"] + outcomes["bad_error"]
     report.bad_refused_as_expected = outcomes["bad_refused"]
+    report.bad_by_kind = dict(sorted(bad_kinds.items()))
+    report.outcomes = dict(sorted(outcomes.items()))
     if latencies:
         ms = np.array(latencies) * 1e3
         report.latency_ms = {
@@ -362,6 +373,59 @@ def judge(report: SoakReport, *, max_rss_growth_mib: float) -> list[str]:
     return problems
 
 
+def markdown(report: SoakReport, problems: list[str], machine: str) -> str:
+    """The report as a markdown page (results/soak/soak.md)."""
+    cfg = report.config
+    rate = report.sent / report.seconds if report.seconds else 0.0
+    rows = [
+        ("requests sent", f"{report.sent} in {report.seconds:.0f} s ({rate:.1f}/s)"),
+        ("concurrency, instances", f"{cfg['concurrency']} clients, {cfg['instances']} instances"),
+        ("event sizes (spacepoints)", ", ".join(str(n) for n in cfg["sizes"])),
+        ("good requests", f"{report.good}, {report.good_correct} with the reference labels"),
+        ("bad requests", f"{report.bad}, {report.bad_refused_as_expected} refused as expected"),
+        ("server success / fail counts", f"{report.server_stats}"),
+        *[(f"latency {k} (good, ms)", f"{v}") for k, v in report.latency_ms.items()],
+        ("server RSS idle (MiB)", f"{report.rss_idle_mib:.0f}"),
+        ("server RSS after warm-up (MiB)", f"{report.rss_after_warmup_mib:.0f}"),
+        ("server RSS end (MiB)", f"{report.rss_end_mib:.0f}"),
+        ("server RSS max (MiB)", f"{report.rss_max_mib:.0f}"),
+        ("RSS slope after warm-up", f"{report.rss_slope_mib_per_1000:+.2f} MiB per 1000 requests"),
+        ("unexpected log errors", f"{len(report.log_errors)}"),
+        ("tritonserver exit code", f"{report.exit_code}"),
+        ("verdict", "pass" if not problems else f"FAIL ({len(problems)} problems)"),
+    ]
+    lines = [
+        "# Soak run",
+        "",
+        f"Machine: {machine}. Random TorchScript models (tests' sizes), synthetic events.",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        *[f"| {k} | {v} |" for k, v in rows],
+        "",
+        "Bad requests by kind: "
+        + ", ".join(f"{k} {n}" for k, n in report.bad_by_kind.items())
+        + ".",
+        "",
+        "RSS (MiB) at each tenth of the requests: "
+        + ", ".join(f"{c}: {r:.0f}" for c, r in report.rss_by_tenth)
+        + ".",
+    ]
+    if problems:
+        lines += ["", "## Problems", "", *[f"- {p}" for p in problems]]
+    return "\n".join(lines) + "\n"
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores, {cpu}"
+
+
 def main(argv: list[str] | None = None) -> int:
     defaults = SoakConfig()
     parser = argparse.ArgumentParser(
@@ -381,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--max-rss-growth-mib", type=float, default=64.0)
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
+    parser.add_argument(
+        "--out-dir", type=Path, help="write soak.json and soak.md (the figures) in this folder"
+    )
+    parser.add_argument("--machine", default=None, help="machine description for soak.md")
     args = parser.parse_args(argv)
     cfg = SoakConfig(
         requests=args.requests,
@@ -415,6 +483,13 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(asdict(report) | {"problems": problems}, indent=1) + "\n")
         print(f"report: {args.out}")
+    if args.out_dir:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        record = asdict(report) | {"problems": problems}
+        (args.out_dir / "soak.json").write_text(json.dumps(record, indent=1) + "\n")
+        page = markdown(report, problems, args.machine or _machine())
+        (args.out_dir / "soak.md").write_text(page)
+        print(f"figures: {args.out_dir / 'soak.md'}, {args.out_dir / 'soak.json'}")
     for problem in problems:
         print(f"FAIL: {problem}", file=sys.stderr)
     return 1 if problems else 0
