@@ -14,6 +14,7 @@ import argparse
 import copy
 import time
 import warnings
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,6 +40,26 @@ def script(net: nn.Module) -> torch.jit.ScriptModule:
         return torch.jit.script(net)
 
 
+def strip_debug_info(path: Path) -> Path:
+    """Drop the `*.debug_pkl` members of a saved TorchScript archive in place. They hold source
+    ranges with the absolute paths of the exporting machine's Python files (not wanted in
+    committed models); libtorch and torch load the archive the same without them."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".strip")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            if not info.filename.endswith(".debug_pkl"):
+                dst.writestr(info, src.read(info.filename))
+    tmp.replace(path)
+    return path
+
+
+def save_scripted(module: torch.jit.ScriptModule, path: Path) -> Path:
+    """Save a scripted module without debug information (see `strip_debug_info`)."""
+    module.save(str(path))
+    return strip_debug_info(path)
+
+
 def load(path: Path, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`torch.jit", DeprecationWarning)
@@ -62,7 +83,7 @@ def export(
     path.parent.mkdir(parents=True, exist_ok=True)
     scripted = script(net)
     tmp = path.with_suffix(".tmp")
-    scripted.save(str(tmp))
+    save_scripted(scripted, tmp)
     loaded = load(tmp)
     reference = copy.deepcopy(net).cpu().float().eval()
     with torch.no_grad():

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from exatrkx.export import save_scripted
+
 NUM_FEATURES = 9
 BARREL_RADII = (32.0, 72.0, 116.0, 172.0, 260.0, 360.0, 500.0, 660.0, 820.0, 1020.0)
 HALF_LENGTH = 1100.0
@@ -297,7 +299,7 @@ def make_model_folder(out: Path, size: str = "tiny", seed: int = 0) -> dict[str,
     version = out / "1"
     version.mkdir(parents=True, exist_ok=True)
     for name, module in make_models(size, seed).items():
-        module.save(str(version / name))
+        save_scripted(module, version / name)
     spacepoints, map_events = (2000, 20) if size == "tiny" else (20000, 50)
     tuning = synthetic_event(spacepoints, seed=10_000 + seed, geometry=size)
     training = [

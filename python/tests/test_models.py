@@ -1,5 +1,7 @@
 """Networks, their TorchScript exports and the graph helpers."""
 
+import zipfile
+
 import pytest
 import torch
 
@@ -175,3 +177,33 @@ def test_synthetic_inputs_are_oriented():
     x, edge_index = synthetic_inputs(50, 200)
     assert bool((x[edge_index[0], 0] <= x[edge_index[1], 0]).all())
     assert x.shape == (50, 9) and edge_index.dtype == torch.int64
+
+
+def test_committed_models_hold_no_machine_paths():
+    """Committed TorchScript files carry no debug information (absolute source paths of the
+    exporting machine), and still load and run."""
+    from exatrkx import export, paths
+
+    files = sorted(paths.REPO_ROOT.glob("model_repository/*/1/*.pt"))
+    files += sorted(paths.REPO_ROOT.glob("pipeline/tests/fixtures/*/1/*.pt"))
+    assert len(files) >= 6
+    for path in files:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            assert not [n for n in names if n.endswith(".debug_pkl")], path
+            blob = b"".join(archive.read(n) for n in names)
+        assert str(paths.REPO_ROOT).encode() not in blob, path
+        assert export.load(path).num_features() == 9
+
+
+def test_export_strips_debug_info(tmp_path):
+    from exatrkx import export
+
+    net = FilterNet(hidden=8, layers=1)
+    x = torch.rand(20, 9)
+    edges = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    path = export.export(net, tmp_path / "filter.pt", x, edges)
+    with zipfile.ZipFile(path) as archive:
+        assert not [n for n in archive.namelist() if n.endswith(".debug_pkl")]
+    with torch.no_grad():
+        assert torch.allclose(export.load(path)(x, edges), net.eval()(x, edges), atol=1e-6)
