@@ -6,7 +6,9 @@ events."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 
 import numpy as np
@@ -99,3 +101,41 @@ def test_real_trackml_event(server, tmp_path):
     print(f"real TrackML event {event_id}: {len(labels)} spacepoints, {m}")
     assert m["efficiency"] >= MIN_EFFICIENCY_REAL, m
     assert m["fake_rate"] <= MAX_FAKE_RATE_REAL, m
+
+
+def configured(key: str) -> str:
+    """A parameter's value in the served config.pbtxt."""
+    text = (MODEL / "config.pbtxt").read_text()
+    match = re.search(r'key: "' + key + r'" value: \{ string_value: "([^"]*)"', text)
+    assert match, f"{key} not in config.pbtxt"
+    return match.group(1)
+
+
+def test_tune_rebuilds_the_pipeline_tracks(tmp_path):
+    """`exatrkx tune` runs the networks once and rebuilds tracks per setting: its configured
+    setting scores exactly as the labels of `exatrkx run`, and a setting that can build no
+    track scores zero."""
+    shared = paths.shared_trackml_dir()
+    event_id = trackml.list_events(shared)[0]
+    event = trackml.read_event(shared, event_id)
+    expected = evaluate.evaluate(event, in_process_labels(shared, event_id, tmp_path))
+    length, builder = configured("min_track_length"), configured("track_builder")
+    out = tmp_path / "tune.jsonl"
+    subprocess.run(
+        [str(EXATRKX), "--log", "warn", "tune", "--events", str(shared), "--model", str(MODEL)]
+        + ["--event", str(event_id), "--out", str(out)]
+        + ["--grid", f"min_track_length={length},1000", "--grid", f"track_builder={builder},cc"],
+        check=True,
+        capture_output=True,
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4
+    by_setting = {
+        (r["setting"]["min_track_length"], r["setting"]["track_builder"]): r for r in rows
+    }
+    mine = by_setting[(length, builder)]
+    assert mine["efficiency"] == pytest.approx(expected["efficiency"])
+    assert mine["fake_rate"] == pytest.approx(expected["fake_rate"])
+    for b in (builder, "cc"):
+        assert by_setting[("1000", b)]["candidates"] == 0
+    assert by_setting[(length, "cc")]["candidates"] > 0

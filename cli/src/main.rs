@@ -5,6 +5,7 @@ mod compare;
 mod evaluate;
 mod run;
 mod simulate;
+mod tune;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +31,8 @@ enum Command {
     Evaluate(evaluate::Args),
     /// Compare simulated events with real TrackML events.
     Compare(compare::Args),
+    /// Choose track-building settings on events with truth (networks run once per event).
+    Tune(tune::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run::main(args),
         Command::Evaluate(args) => evaluate::main(args),
         Command::Compare(args) => compare::main(args),
+        Command::Tune(args) => tune::main(args),
     }
 }

@@ -16,6 +16,16 @@ pub struct Args {
     /// Where to write `event%09d-labels.csv`.
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Only these event ids (repeatable); default: every event in the directory.
+    #[arg(long = "event")]
+    event_ids: Vec<u64>,
+}
+
+/// Which served model to load and how (shared by `run` and `tune`).
+#[derive(clap::Args)]
+pub struct ModelArgs {
     /// The model folder (holding config.pbtxt and the version folder), or a model repository
     /// holding `exatrkx/`.
     #[arg(long, default_value = "model_repository/exatrkx")]
@@ -26,9 +36,6 @@ pub struct Args {
     /// Pipeline parameter overriding config.pbtxt, `key=value` (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE")]
     params: Vec<String>,
-    /// Only these event ids (repeatable); default: every event in the directory.
-    #[arg(long = "event")]
-    event_ids: Vec<u64>,
     /// Intra-op threads for libtorch (default: libtorch's choice, one per core).
     #[arg(long)]
     threads: Option<i32>,
@@ -50,8 +57,15 @@ fn model_folder(path: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// The pipeline settings of the served model, with command-line overrides on top.
-fn config(args: &Args) -> anyhow::Result<PipelineConfig> {
+/// The pipeline settings of the served model, with command-line overrides on top; also sets up
+/// libtorch and the allocator as the backend does.
+pub fn pipeline_config(args: &ModelArgs) -> anyhow::Result<PipelineConfig> {
+    if let Some(n) = args.threads {
+        tch::set_num_threads(n);
+    }
+    tch::jit::set_graph_executor_optimize(args.jit_optimize);
+    // glibc keeps the networks' large temporaries in the heap (as in the backend).
+    exatrkx_pipeline::tune_allocator();
     let folder = model_folder(&args.model)?;
     let mut cfg = PipelineConfig::from_model_folder(&folder, &args.version)?;
     for param in &args.params {
@@ -65,13 +79,7 @@ fn config(args: &Args) -> anyhow::Result<PipelineConfig> {
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    if let Some(n) = args.threads {
-        tch::set_num_threads(n);
-    }
-    tch::jit::set_graph_executor_optimize(args.jit_optimize);
-    // As the backend does (glibc keeps the networks' large temporaries in the heap).
-    exatrkx_pipeline::tune_allocator();
-    let cfg = config(&args)?;
+    let cfg = pipeline_config(&args.model)?;
     let needs_modules = cfg.graph_construction == GraphMethod::ModuleMap;
     let pipeline = Pipeline::new(cfg).context("loading the pipeline")?;
     let ids = if args.event_ids.is_empty() {
