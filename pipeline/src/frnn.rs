@@ -1,10 +1,13 @@
 //! Fixed-radius neighbours in the embedding space on a grid: the radius graph of docs/DESIGN.md,
 //! exactly (same edge set as the all-pairs definition), in time linear in the spacepoints.
 //!
-//! The points are counting-sorted into cubic cells over the first three embedding dimensions.
-//! A cell is slightly wider than the radius (wider still when the box would need too many
-//! cells), so every neighbour of a point lies in the 3x3x3 block of cells around it, and every
-//! candidate there is tested with the full-dimension f64 distance of the definition. Queries
+//! The points are counting-sorted into cubic cells over their projections on the three
+//! principal axes of the event's embedding (an orthonormal projection never lengthens a
+//! distance; trained embeddings spread over few directions, so these cells hold a few times
+//! fewer points than cells over the first three dimensions). A cell is slightly wider than the
+//! radius (wider still when the box would need too many cells), so every neighbour of a point
+//! lies in the 3x3x3 block of cells around it, and every candidate there is tested with the
+//! full-dimension f64 distance of the definition. Queries
 //! run in parallel over blocks of the sorted points; each keeps the members of its list that it
 //! is the source of. A pair dropped by one end's `knn` cut but kept by the other is added back
 //! to the dropped end when that end is the source. The edges are then written source by source
@@ -58,12 +61,12 @@ const CELL_MARGIN: f64 = 1e-6;
 /// Points per block of queries handed to one rayon task.
 const QUERY_BLOCK: usize = 512;
 
-/// Where the grid lies: origin, cell width and cells per axis over the first (up to) three
-/// dimensions. Shared by the CPU grid and the CUDA one (`gpu::frnn`), which place every point
-/// in the same cell.
+/// Where the grid lies: origin, cell width and cells per axis over (up to) three grid axes.
+/// Shared by the CPU grid (axes: the principal axes) and the CUDA one (`gpu::frnn`; axes: the
+/// first three dimensions).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct GridGeometry {
-    /// Grid axes: the first `min(dim, 3)` dimensions.
+    /// Number of grid axes: `min(dim, 3)`.
     pub axes: usize,
     pub lo: [f64; 3],
     pub cell: f64,
@@ -114,11 +117,12 @@ impl GridGeometry {
         (lo, hi)
     }
 
+    /// The cell of a point from its grid-axis coordinates.
     #[inline]
-    pub fn cell_of(&self, p: &[f32]) -> [usize; 3] {
+    pub fn cell_of(&self, p: &[f64; 3]) -> [usize; 3] {
         let mut c = [0usize; 3];
         for k in 0..self.axes {
-            let x = ((p[k] as f64 - self.lo[k]) / self.cell).floor();
+            let x = ((p[k] - self.lo[k]) / self.cell).floor();
             c[k] = (x.max(0.0) as usize).min(self.shape[k] - 1);
         }
         c
@@ -134,10 +138,116 @@ impl GridGeometry {
     }
 }
 
-/// The counting-sorted grid over the first (up to) three dimensions.
+/// Eigenvalues (descending) and unit eigenvectors of a symmetric `d x d` matrix (row-major), by
+/// cyclic Jacobi rotations: small matrices only (the embedding dimension).
+fn symmetric_eigen(mut a: Vec<f64>, d: usize) -> Vec<(f64, Vec<f64>)> {
+    let mut v = vec![0.0f64; d * d];
+    for i in 0..d {
+        v[i * d + i] = 1.0;
+    }
+    let scale: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    for _sweep in 0..64 {
+        let off: f64 = (0..d)
+            .flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * d + j] * a[i * d + j])
+            .sum::<f64>()
+            .sqrt();
+        if off <= 1e-14 * scale || scale == 0.0 {
+            break;
+        }
+        for p in 0..d {
+            for q in p + 1..d {
+                let apq = a[p * d + q];
+                if apq == 0.0 {
+                    continue;
+                }
+                // The rotation that zeroes a[p][q].
+                let theta = (a[q * d + q] - a[p * d + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..d {
+                    let (akp, akq) = (a[k * d + p], a[k * d + q]);
+                    a[k * d + p] = c * akp - s * akq;
+                    a[k * d + q] = s * akp + c * akq;
+                }
+                for k in 0..d {
+                    let (apk, aqk) = (a[p * d + k], a[q * d + k]);
+                    a[p * d + k] = c * apk - s * aqk;
+                    a[q * d + k] = s * apk + c * aqk;
+                }
+                for k in 0..d {
+                    let (vkp, vkq) = (v[k * d + p], v[k * d + q]);
+                    v[k * d + p] = c * vkp - s * vkq;
+                    v[k * d + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    let mut pairs: Vec<(f64, Vec<f64>)> = (0..d)
+        .map(|j| (a[j * d + j], (0..d).map(|k| v[k * d + j]).collect()))
+        .collect();
+    pairs.sort_by(|x, y| y.0.total_cmp(&x.0));
+    pairs
+}
+
+/// Up to three orthonormal axes along which the points spread most (principal components);
+/// the coordinate axes when there are no more than three dimensions.
+pub(crate) fn principal_axes(points: &[f32], dim: usize) -> Vec<Vec<f64>> {
+    let n = points.len() / dim;
+    if dim <= 3 || n < 2 {
+        return (0..dim.min(3))
+            .map(|k| (0..dim).map(|j| if j == k { 1.0 } else { 0.0 }).collect())
+            .collect();
+    }
+    let mut mean = vec![0.0f64; dim];
+    for p in points.chunks_exact(dim) {
+        for (m, &x) in mean.iter_mut().zip(p) {
+            *m += x as f64;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n as f64);
+    let mut cov = vec![0.0f64; dim * dim];
+    let mut centred = vec![0.0f64; dim];
+    for p in points.chunks_exact(dim) {
+        for k in 0..dim {
+            centred[k] = p[k] as f64 - mean[k];
+        }
+        for i in 0..dim {
+            for j in i..dim {
+                cov[i * dim + j] += centred[i] * centred[j];
+            }
+        }
+    }
+    for i in 0..dim {
+        for j in 0..i {
+            cov[i * dim + j] = cov[j * dim + i];
+        }
+    }
+    symmetric_eigen(cov, dim)
+        .into_iter()
+        .take(3)
+        .map(|(_, axis)| axis)
+        .collect()
+}
+
+/// The coordinates of a point along the grid axes, in f64.
+#[inline]
+fn project(axes: &[Vec<f64>], p: &[f32]) -> [f64; 3] {
+    let mut out = [0.0f64; 3];
+    for (o, axis) in out.iter_mut().zip(axes) {
+        *o = axis.iter().zip(p).map(|(a, &x)| a * x as f64).sum();
+    }
+    out
+}
+
+/// The counting-sorted grid over the principal axes.
 struct Grid {
     dim: usize,
     geo: GridGeometry,
+    /// Grid-axis coordinates in sorted order.
+    projected: Vec<[f64; 3]>,
     /// `cell_start[c]..cell_start[c + 1]`: the sorted positions of the points in cell `c`.
     cell_start: Vec<u32>,
     /// Original index of the point at each sorted position.
@@ -149,12 +259,25 @@ struct Grid {
 impl Grid {
     fn new(points: &[f32], dim: usize, radius: f32) -> Self {
         let n = points.len() / dim;
-        let (lo, hi) = GridGeometry::bounds(points, dim);
-        let geo = GridGeometry::new(lo, hi, dim.min(3), n, radius);
-        let ncells = geo.num_cells();
-        let cells: Vec<u32> = points
+        let axes = principal_axes(points, dim);
+        let projected: Vec<[f64; 3]> = points
             .par_chunks_exact(dim)
-            .map(|p| geo.linear(geo.cell_of(p)) as u32)
+            .map(|p| project(&axes, p))
+            .collect();
+        let mut lo = [0.0f64; 3];
+        let mut hi = [0.0f64; 3];
+        for k in 0..axes.len() {
+            lo[k] = projected.iter().map(|c| c[k]).fold(f64::INFINITY, f64::min);
+            hi[k] = projected
+                .iter()
+                .map(|c| c[k])
+                .fold(f64::NEG_INFINITY, f64::max);
+        }
+        let geo = GridGeometry::new(lo, hi, axes.len(), n, radius);
+        let ncells = geo.num_cells();
+        let cells: Vec<u32> = projected
+            .par_iter()
+            .map(|c| geo.linear(geo.cell_of(c)) as u32)
             .collect();
         let mut start = vec![0u32; ncells + 1];
         for &c in &cells {
@@ -177,9 +300,11 @@ impl Grid {
             .for_each(|(dst, &i)| {
                 dst.copy_from_slice(&points[i as usize * dim..(i as usize + 1) * dim])
             });
+        let projected = order.par_iter().map(|&i| projected[i as usize]).collect();
         Grid {
             dim,
             geo,
+            projected,
             cell_start: start,
             order,
             sorted,
@@ -196,8 +321,12 @@ impl Grid {
     /// (d2, original index), appended to `near`.
     fn within(&self, pos: usize, r2: f64, near: &mut Vec<Key>) {
         let q = self.point(pos);
+        let qp = &self.projected[pos];
+        // The projection never lengthens a distance: a candidate farther along the grid axes
+        // (with a margin far above the rounding) is out. Cheaper than the full distance.
+        let r2_axes = r2 * (1.0 + 1e-9);
         let geo = &self.geo;
-        let c = geo.cell_of(q);
+        let c = geo.cell_of(qp);
         let lo_hi = |k: usize| (c[k].saturating_sub(1), (c[k] + 1).min(geo.shape[k] - 1));
         let ((a0, b0), (a1, b1), (a2, b2)) = (lo_hi(0), lo_hi(1), lo_hi(2));
         for c0 in a0..=b0 {
@@ -206,7 +335,9 @@ impl Grid {
                 let from = self.cell_start[geo.linear([c0, c1, a2])] as usize;
                 let to = self.cell_start[geo.linear([c0, c1, b2]) + 1] as usize;
                 for cand in from..to {
-                    if cand != pos {
+                    let cp = &self.projected[cand];
+                    let axes_d2: f64 = (0..geo.axes).map(|k| (qp[k] - cp[k]).powi(2)).sum();
+                    if cand != pos && axes_d2 < r2_axes {
                         if let Some(d2) = distance2_below(q, self.point(cand), r2) {
                             near.push((d2, self.order[cand]));
                         }
@@ -551,6 +682,81 @@ pub(crate) mod tests {
         let mut points: Vec<f32> = (0..400 * 3).map(|_| rng.gen_range(-1e4f32..1e4)).collect();
         points.extend_from_slice(&[0.0, 0.0, 0.0, 1e-4, 0.0, 0.0]);
         assert!(grid_pairs(&points, 3, 1e-3, 10).contains(&(400, 401)));
+    }
+
+    #[test]
+    fn eigen_decomposition_of_a_known_matrix() {
+        // diag(3, 1, 2) rotated by 45 degrees in the (0, 1) plane
+        let h = std::f64::consts::FRAC_1_SQRT_2;
+        let a = vec![2.0, 1.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 2.0];
+        let pairs = symmetric_eigen(a, 3);
+        let values: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+        for (v, want) in values.iter().zip([3.0, 2.0, 1.0]) {
+            assert!((v - want).abs() < 1e-12, "{values:?}");
+        }
+        let top = &pairs[0].1;
+        assert!((top[0].abs() - h).abs() < 1e-12 && (top[1] - top[0]).abs() < 1e-12);
+        for i in 0..3 {
+            for j in 0..3 {
+                let dot: f64 = pairs[i].1.iter().zip(&pairs[j].1).map(|(x, y)| x * y).sum();
+                assert!((dot - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12);
+            }
+        }
+    }
+
+    /// A cloud along a random 3-d subspace of `dim` dimensions, with a little noise off it:
+    /// the shape of a trained embedding, where the grid bins on the principal axes.
+    fn thin_cloud(rng: &mut ChaCha8Rng, n: usize, dim: usize) -> (Vec<f32>, Vec<Vec<f64>>) {
+        let mut basis: Vec<Vec<f64>> = Vec::new();
+        while basis.len() < 3 {
+            let mut v: Vec<f64> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            for b in &basis {
+                let d: f64 = v.iter().zip(b).map(|(x, y)| x * y).sum();
+                v.iter_mut().zip(b).for_each(|(x, y)| *x -= d * y);
+            }
+            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            basis.push(v.iter().map(|x| x / norm).collect());
+        }
+        let mut points = Vec::with_capacity(n * dim);
+        for _ in 0..n {
+            let w: Vec<f64> = (0..3)
+                .map(|k| rng.gen_range(-1.0..1.0) * (3 - k) as f64)
+                .collect();
+            points.extend((0..dim).map(|j| {
+                let on: f64 = (0..3).map(|k| w[k] * basis[k][j]).sum();
+                (on + rng.gen_range(-0.01..0.01)) as f32
+            }));
+        }
+        (points, basis)
+    }
+
+    #[test]
+    fn principal_axes_find_the_spread_of_a_thin_cloud() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let (points, basis) = thin_cloud(&mut rng, 2000, 12);
+        let axes = principal_axes(&points, 12);
+        assert_eq!(axes.len(), 3);
+        // widest spread first: each axis lies (almost) along the basis vector of its rank
+        for (axis, b) in axes.iter().zip(&basis) {
+            let dot: f64 = axis.iter().zip(b).map(|(x, y)| x * y).sum();
+            assert!(dot.abs() > 0.99, "{dot}");
+        }
+        // the coordinate axes at three dimensions or fewer
+        assert_eq!(
+            principal_axes(&[1.0, 2.0, 3.0, 4.0], 2),
+            vec![vec![1.0, 0.0], vec![0.0, 1.0]]
+        );
+    }
+
+    #[test]
+    fn grid_on_principal_axes_equals_brute_force_on_thin_clouds() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for dim in [4usize, 8, 12] {
+            for radius in [0.05f32, 0.2, 0.6] {
+                let (points, _) = thin_cloud(&mut rng, 400, dim);
+                grid_pairs(&points, dim, radius, 16);
+            }
+        }
     }
 
     proptest! {
