@@ -127,11 +127,26 @@ fn describe(setting: &Setting) -> String {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     let base = pipeline_config(&args.model)?;
-    let settings = parse_grid(&args.grid)?;
-    let configs: Vec<PipelineConfig> = settings
-        .iter()
-        .map(|s| apply(&base, s))
-        .collect::<anyhow::Result<_>>()?;
+    // Combinations the pipeline would refuse (say walk_high_cut below walk_min_cut) are left
+    // out of the scan.
+    let mut settings = Vec::new();
+    let mut configs = Vec::new();
+    let mut refused = Vec::new();
+    for setting in parse_grid(&args.grid)? {
+        match apply(&base, &setting) {
+            Ok(cfg) => {
+                settings.push(setting);
+                configs.push(cfg);
+            }
+            Err(e) => refused.push(format!("{}: {e}", describe(&setting))),
+        }
+    }
+    if configs.is_empty() {
+        bail!("no valid setting in the grid: {}", refused.join("; "));
+    }
+    if !refused.is_empty() {
+        eprintln!("left out {} invalid settings, e.g. {}", refused.len(), refused[0]);
+    }
     // The networks run once, keeping every edge that some setting may use.
     let mut run_cfg = base.clone();
     run_cfg.gnn_cut = configs

@@ -101,7 +101,9 @@ impl GridGeometry {
         }
     }
 
-    /// Smallest and largest coordinate per grid axis, in f64.
+    /// Smallest and largest of the first (up to) three coordinates, in f64: the GPU grid's box
+    /// (computed on the device there; this is its host emulation's).
+    #[cfg(test)]
     pub fn bounds(points: &[f32], dim: usize) -> ([f64; 3], [f64; 3]) {
         let mut lo = [0.0f64; 3];
         let mut hi = [0.0f64; 3];
