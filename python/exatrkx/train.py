@@ -546,6 +546,17 @@ def run_filter(args, layout: Layout, splits, smoke: bool) -> None:
         finish_classifier(args, layout, splits, smoke, "filter", dm, result, args.filter_efficiency)
 
 
+def init_weights(net: torch.nn.Module, path: Path) -> None:
+    """Start from the weights of an exported network of the same shape (a TorchScript file
+    this command wrote): fine-tuning continues a run with a fresh learning-rate schedule."""
+    state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    mine = net.state_dict()
+    if set(state) != set(mine) or any(state[k].shape != mine[k].shape for k in mine):
+        raise SystemExit(f"--init {path}: not a network of the shape asked for")
+    net.load_state_dict(state)
+    log(f"weights from {path}")
+
+
 def run_gnn(args, layout: Layout, splits, smoke: bool) -> None:
     module = GNNModule(
         model=args.model,
@@ -557,6 +568,8 @@ def run_gnn(args, layout: Layout, splits, smoke: bool) -> None:
         non_target_weight=args.non_target_weight,
         lr=args.gnn_lr,
     )
+    if args.init:
+        init_weights(module.net, args.init)
     builder = FilteredGraphBuilder(layout, source_builder(args, layout), device_for(args))
     dm = data_module(args, layout, splits, builder, f"{args.graph}-filtered")
     result = fit(module, dm, args, "gnn", layout)
@@ -701,6 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--node-columns", type=int, default=9, choices=[3, 9], help="plain model")
     g.add_argument("--gnn-pos-weight", type=float, default=1.0)
     g.add_argument("--gnn-efficiency", type=float, default=0.98)
+    g.add_argument("--init", type=Path, help="start from this exported gnn.pt (fine-tuning)")
     c = p.add_argument_group("cost accounting (a pile-up 200 event)")
     c.add_argument("--cost-spacepoints", type=int, default=100_000)
     c.add_argument("--cost-edges", type=int, default=1_000_000, help="filter input edges")

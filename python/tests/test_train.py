@@ -235,3 +235,23 @@ def test_all_command_end_to_end(tmp_path, toy_dir):
         scores = torch.jit.load(str(out / "gnn.pt"))(s["x"], kept)
     assert scores.shape == (kept.shape[1],)
     assert contains(graph, kept, s["x"].shape[0]).all()
+
+
+def test_init_weights_start_from_an_exported_network(tmp_path):
+    from exatrkx.export import save_scripted, script
+    from exatrkx.models.networks import build_gnn
+
+    torch.manual_seed(1)
+    trained = build_gnn("hetero", hidden=8, iterations=2)
+    path = tmp_path / "gnn.pt"
+    save_scripted(script(trained), path)
+    torch.manual_seed(2)
+    fresh = build_gnn("hetero", hidden=8, iterations=2)
+    assert not torch.equal(fresh.output.edge.weight, trained.output.edge.weight)
+    train.init_weights(fresh, path)
+    for key, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    with pytest.raises(SystemExit, match="shape"):
+        train.init_weights(build_gnn("hetero", hidden=16, iterations=2), path)
+    with pytest.raises(SystemExit, match="shape"):
+        train.init_weights(build_gnn("plain", hidden=8, iterations=2), path)
