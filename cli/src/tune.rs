@@ -145,7 +145,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         bail!("no valid setting in the grid: {}", refused.join("; "));
     }
     if !refused.is_empty() {
-        eprintln!("left out {} invalid settings, e.g. {}", refused.len(), refused[0]);
+        eprintln!(
+            "left out {} invalid settings, e.g. {}",
+            refused.len(),
+            refused[0]
+        );
     }
     // The networks run once, keeping every edge that some setting may use.
     let mut run_cfg = base.clone();
@@ -207,34 +211,43 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         let score = |m: &Metrics| m.efficiency - m.fake_rate;
         score(&totals[b]).total_cmp(&score(&totals[a]))
     });
-    println!("efficiency  fake_rate  duplicate_rate  candidates  setting");
-    let mut json = String::new();
+    // The file first: a table cut short by a closed pipe still leaves it.
+    if let Some(path) = &args.out {
+        let lines: Vec<String> = order
+            .iter()
+            .map(|&i| {
+                let m = &totals[i];
+                let fields: Vec<String> = settings[i]
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\": \"{v}\""))
+                    .collect();
+                format!(
+                    "{{\"setting\": {{{}}}, \"efficiency\": {}, \"fake_rate\": {}, \"duplicate_rate\": {}, \"candidates\": {}}}\n",
+                    fields.join(", "),
+                    m.efficiency,
+                    m.fake_rate,
+                    m.duplicate_rate,
+                    m.candidates
+                )
+            })
+            .collect();
+        std::fs::write(path, lines.concat())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut table = String::from("efficiency  fake_rate  duplicate_rate  candidates  setting\n");
     for &i in &order {
         let m = &totals[i];
-        println!(
-            "{:10.4}  {:9.4}  {:14.4}  {:10}  {}",
+        table += &format!(
+            "{:10.4}  {:9.4}  {:14.4}  {:10}  {}\n",
             m.efficiency,
             m.fake_rate,
             m.duplicate_rate,
             m.candidates,
             describe(&settings[i])
         );
-        let fields: Vec<String> = settings[i]
-            .iter()
-            .map(|(k, v)| format!("\"{k}\": \"{v}\""))
-            .collect();
-        json += &format!(
-            "{{\"setting\": {{{}}}, \"efficiency\": {}, \"fake_rate\": {}, \"duplicate_rate\": {}, \"candidates\": {}}}\n",
-            fields.join(", "),
-            m.efficiency,
-            m.fake_rate,
-            m.duplicate_rate,
-            m.candidates
-        );
     }
-    if let Some(path) = &args.out {
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-    }
+    // A reader that stops early (`| head`) is not an error.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), table.as_bytes());
     Ok(())
 }
 
