@@ -78,18 +78,24 @@ pub fn pipeline_config(args: &ModelArgs) -> anyhow::Result<PipelineConfig> {
     Ok(cfg)
 }
 
+/// The ids asked for, or every event in the folder; an error when there is none.
+pub fn event_ids(events: &Path, asked: &[u64]) -> anyhow::Result<Vec<u64>> {
+    let ids = if asked.is_empty() {
+        io::list_events(events)?
+    } else {
+        asked.to_vec()
+    };
+    if ids.is_empty() {
+        bail!("no event%09d-hits.csv in {}", events.display());
+    }
+    Ok(ids)
+}
+
 pub fn main(args: Args) -> anyhow::Result<()> {
     let cfg = pipeline_config(&args.model)?;
     let needs_modules = cfg.graph_construction == GraphMethod::ModuleMap;
     let pipeline = Pipeline::new(cfg).context("loading the pipeline")?;
-    let ids = if args.event_ids.is_empty() {
-        io::list_events(&args.events)?
-    } else {
-        args.event_ids.clone()
-    };
-    if ids.is_empty() {
-        bail!("no event%09d-hits.csv in {}", args.events.display());
-    }
+    let ids = event_ids(&args.events, &args.event_ids)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
 

@@ -11,7 +11,7 @@ use exatrkx_pipeline::{EventInput, OutputRequest, Pipeline, PipelineConfig, Trac
 use trackml::evaluate::{evaluate, EvalConfig, Metrics};
 use trackml::{features, io};
 
-use crate::run::{pipeline_config, ModelArgs};
+use crate::run::{event_ids, pipeline_config, ModelArgs};
 
 /// The settings a scan may vary: they act after the GNN.
 const TRACK_KEYS: [&str; 5] = [
@@ -159,14 +159,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .fold(f32::INFINITY, f32::min);
     let pipeline = Pipeline::new(run_cfg).context("loading the pipeline")?;
 
-    let ids = if args.event_ids.is_empty() {
-        io::list_events(&args.events)?
-    } else {
-        args.event_ids.clone()
-    };
-    if ids.is_empty() {
-        bail!("no event%09d-hits.csv in {}", args.events.display());
-    }
+    let ids = event_ids(&args.events, &args.event_ids)?;
     let eval_cfg = EvalConfig::default();
     let mut totals: Vec<Metrics> = configs.iter().map(|_| Metrics::empty(&eval_cfg)).collect();
     for event_id in ids {
