@@ -31,11 +31,16 @@ CARGO_RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", paths.REPO_ROOT / "targe
 
 # Settings under which the random models of `write_random_models` (default sizes) build
 # graphs with a few neighbours per spacepoint and keep part of the edges at each cut.
+# Cuts under which the random stand-in networks give graphs and tracks worth comparing; the
+# track builder's are pinned too, so that retuning the shipped config does not change them.
 RANDOM_MODEL_PARAMETERS = {
     "radius": "0.02",
     "knn": "8",
     "filter_cut": "0.97",
     "gnn_cut": "0.15",
+    "track_builder": "walkthrough",
+    "walk_min_cut": "0.1",
+    "walk_high_cut": "0.6",
     "min_track_length": "3",
 }
 
