@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 
 import numpy as np
 import pytest
 
-from exatrkx import evaluate, paths, trackml
+from exatrkx import evaluate, paths, reference, trackml
 from exatrkx.server import TritonServer
 from exatrkx_client import ExaTrkXClient
 
@@ -103,14 +102,6 @@ def test_real_trackml_event(server, tmp_path):
     assert m["fake_rate"] <= MAX_FAKE_RATE_REAL, m
 
 
-def configured(key: str) -> str:
-    """A parameter's value in the served config.pbtxt."""
-    text = (MODEL / "config.pbtxt").read_text()
-    match = re.search(r'key: "' + key + r'" value: \{ string_value: "([^"]*)"', text)
-    assert match, f"{key} not in config.pbtxt"
-    return match.group(1)
-
-
 def test_tune_rebuilds_the_pipeline_tracks(tmp_path):
     """`exatrkx tune` runs the networks once and rebuilds tracks per setting: its configured
     setting scores exactly as the labels of `exatrkx run`, and a setting that can build no
@@ -119,7 +110,8 @@ def test_tune_rebuilds_the_pipeline_tracks(tmp_path):
     event_id = trackml.list_events(shared)[0]
     event = trackml.read_event(shared, event_id)
     expected = evaluate.evaluate(event, in_process_labels(shared, event_id, tmp_path))
-    length, builder = configured("min_track_length"), configured("track_builder")
+    served = reference.parse_pbtxt_parameters((MODEL / "config.pbtxt").read_text())
+    length, builder = served["min_track_length"], served["track_builder"]
     out = tmp_path / "tune.jsonl"
     subprocess.run(
         [str(EXATRKX), "--log", "warn", "tune", "--events", str(shared), "--model", str(MODEL)]
