@@ -30,8 +30,7 @@ NUM_FEATURES = trackml.NUM_FEATURES
 CARGO_RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", paths.REPO_ROOT / "target")) / "release"
 
 # Settings under which the random models of `write_random_models` (default sizes) build
-# graphs with a few neighbours per spacepoint and keep part of the edges at each cut.
-# Cuts under which the random stand-in networks give graphs and tracks worth comparing; the
+# graphs with a few neighbours per spacepoint and keep part of the edges at each cut. The
 # track builder's are pinned too, so that retuning the shipped config does not change them.
 RANDOM_MODEL_PARAMETERS = {
     "radius": "0.02",
