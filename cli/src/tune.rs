@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use exatrkx_pipeline::track_building::{connected_components, walkthrough, WalkthroughConfig};
+use exatrkx_pipeline::track_building::{connected_components, walkthrough};
 use exatrkx_pipeline::{EventInput, OutputRequest, Pipeline, PipelineConfig, TrackBuilder};
 use trackml::evaluate::{evaluate, EvalConfig, Metrics};
 use trackml::{features, io};
@@ -99,17 +99,7 @@ fn build(n: usize, index: &[i64], scores: &[f32], cfg: &PipelineConfig) -> Vec<i
         TrackBuilder::ConnectedComponents => {
             connected_components(n, &src, &dst, cfg.min_track_length)
         }
-        TrackBuilder::Walkthrough => walkthrough(
-            n,
-            &src,
-            &dst,
-            &w,
-            &WalkthroughConfig {
-                min_cut: cfg.walk_min_cut,
-                high_cut: cfg.walk_high_cut,
-                min_track_length: cfg.min_track_length,
-            },
-        ),
+        TrackBuilder::Walkthrough => walkthrough(n, &src, &dst, &w, &cfg.walkthrough()),
     };
     tracks.labels
 }
@@ -185,13 +175,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("event {event_id}"))?;
         let index = out.edge_index.unwrap_or_default();
         let scores = out.edge_scores.unwrap_or_default();
+        let n = x.len() / features::NUM_FEATURES;
         eprintln!(
-            "event {event_id}: {} spacepoints, {} scored edges, networks {:.1} s",
-            x.len() / features::NUM_FEATURES,
+            "event {event_id}: {n} spacepoints, {} scored edges, networks {:.1} s",
             scores.len(),
             start.elapsed().as_secs_f64()
         );
-        let n = x.len() / features::NUM_FEATURES;
         for (cfg, total) in configs.iter().zip(totals.iter_mut()) {
             let labels = build(n, &index, &scores, cfg);
             total.merge(&evaluate(&event, &labels, &eval_cfg)?);

@@ -2,6 +2,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{PipelineError, Result};
+use crate::track_building::WalkthroughConfig;
 
 /// How the event graph is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,6 +207,15 @@ impl PipelineConfig {
     }
 
     /// Check the values together; called by `Pipeline::new`.
+    /// The walkthrough's settings among these.
+    pub fn walkthrough(&self) -> WalkthroughConfig {
+        WalkthroughConfig {
+            min_cut: self.walk_min_cut,
+            high_cut: self.walk_high_cut,
+            min_track_length: self.min_track_length,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let unit = |key: &str, v: f32| {
             if (0.0..1.0).contains(&v) {

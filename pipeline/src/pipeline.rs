@@ -17,7 +17,7 @@ use crate::module_map::{ModuleMap, ModuleMapGraph};
 use crate::stage::{
     host_slice, EdgeClassifier, EventData, ExecutionContext, GraphConstruction, TrackBuilding,
 };
-use crate::track_building::{ConnectedComponents, Walkthrough, WalkthroughConfig};
+use crate::track_building::{ConnectedComponents, Walkthrough};
 
 /// The loaded models and stages of one pipeline (one per Triton model instance).
 pub struct Pipeline {
@@ -87,11 +87,7 @@ fn track_building_stage(cfg: &PipelineConfig, ctx: &ExecutionContext) -> Box<dyn
         // The walkthrough is sequential: on the CPU, on one copy of the surviving edges.
         (TrackBuilder::Walkthrough, DeviceKind::Cpu | DeviceKind::Cuda(_)) => {
             Box::new(Walkthrough {
-                cfg: WalkthroughConfig {
-                    min_cut: cfg.walk_min_cut,
-                    high_cut: cfg.walk_high_cut,
-                    min_track_length: cfg.min_track_length,
-                },
+                cfg: cfg.walkthrough(),
             })
         }
     }
