@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use exatrkx_pipeline::{EventInput, GraphMethod, OutputRequest, Pipeline, PipelineConfig};
+use exatrkx_pipeline::{
+    npy, EventInput, EventOutput, GraphMethod, OutputRequest, Pipeline, PipelineConfig,
+};
 use trackml::evaluate::{evaluate, EvalConfig, Metrics};
 use trackml::{features, io};
 
@@ -21,6 +23,12 @@ pub struct Args {
     /// Only these event ids (repeatable); default: every event in the directory.
     #[arg(long = "event")]
     event_ids: Vec<u64>,
+    /// Also write each event's final graph here: `event%09d-edges.npy` (int64 [2, E], the
+    /// edges the GNN kept, all of its input with `--param gnn_cut=0`) and
+    /// `event%09d-scores.npy` (float32 [E], their GNN scores). Training reads them
+    /// (`train gnn --graphs-from`).
+    #[arg(long, value_name = "DIR")]
+    edges_out: Option<PathBuf>,
 }
 
 /// Which served model to load and how (shared by `run` and `tune`).
@@ -91,13 +99,35 @@ pub fn event_ids(events: &Path, asked: &[u64]) -> anyhow::Result<Vec<u64>> {
     Ok(ids)
 }
 
+/// The event's final graph and its GNN scores as `.npy` files (see `Args::edges_out`).
+fn write_edges(dir: &Path, event_id: u64, out: &EventOutput) -> anyhow::Result<()> {
+    let index = out.edge_index.as_deref().unwrap_or_default();
+    let scores = out.edge_scores.as_deref().unwrap_or_default();
+    let e = index.len() / 2;
+    // the GNN scores every edge it keeps; with no GNN stage there are none to write
+    let scores = if scores.len() == e { scores } else { &[] };
+    let prefix = io::event_prefix(event_id);
+    let edges_path = dir.join(format!("{prefix}-edges.npy"));
+    npy::write(&edges_path, &[2, e], index)
+        .with_context(|| format!("writing {}", edges_path.display()))?;
+    let scores_path = dir.join(format!("{prefix}-scores.npy"));
+    npy::write(&scores_path, &[scores.len()], scores)
+        .with_context(|| format!("writing {}", scores_path.display()))?;
+    Ok(())
+}
+
 pub fn main(args: Args) -> anyhow::Result<()> {
     let cfg = pipeline_config(&args.model)?;
     let needs_modules = cfg.graph_construction == GraphMethod::ModuleMap;
     let pipeline = Pipeline::new(cfg).context("loading the pipeline")?;
     let ids = event_ids(&args.events, &args.event_ids)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    for dir in std::iter::once(&args.out).chain(&args.edges_out) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let want = OutputRequest {
+        edges: args.edges_out.is_some(),
+        tracks: false,
+    };
 
     let eval_cfg = EvalConfig::default();
     let mut total: Option<Metrics> = None;
@@ -114,10 +144,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         };
         let start = Instant::now();
         let out = pipeline
-            .run(&input, OutputRequest::default())
+            .run(&input, want)
             .with_context(|| format!("event {event_id}"))?;
         let elapsed = start.elapsed().as_secs_f64();
         seconds.push(elapsed);
+        if let Some(dir) = &args.edges_out {
+            write_edges(dir, event_id, &out)?;
+        }
         let hit_ids: Vec<u64> = event.hits.iter().map(|h| h.hit_id).collect();
         io::write_labels(&args.out, event_id, &hit_ids, &out.labels)?;
         let stages: Vec<String> = out

@@ -237,7 +237,7 @@ class EventDataModule(L.LightningDataModule):
         sample_dir: Path,
         truth_cfg: TruthConfig,
         graph_dir: Path | None = None,
-        graph_builder: Callable[[Sample], Sample] | None = None,
+        graph_builder: Callable[[Sample, EventRef], Sample] | None = None,
         num_workers: int = 0,
         train_repeat: int = 1,
     ):
@@ -288,9 +288,10 @@ class EventDataModule(L.LightningDataModule):
 
 
 def build_graphs(refs: list[EventRef], sample_dir: Path, graph_dir: Path, builder) -> None:
-    """`graph_dir`'s sample of each event with its input graph. A builder with a `key()` (the
-    files and settings its graphs depend on, recorded in `graph_dir/builder.json`) has its
-    graphs reused while the key holds; others rebuild every time."""
+    """`graph_dir`'s sample of each event with its input graph, `builder(sample, ref)`. A
+    builder with a `key()` (the files and settings its graphs depend on, recorded in
+    `graph_dir/builder.json`) has its graphs reused while the key holds; others rebuild every
+    time."""
     graph_dir = Path(graph_dir)
     stamp = graph_dir / "builder.json"
     key = builder.key() if hasattr(builder, "key") else None
@@ -302,7 +303,7 @@ def build_graphs(refs: list[EventRef], sample_dir: Path, graph_dir: Path, builde
     for ref in refs:
         path = sample_path(graph_dir, ref)
         if fresh or not path.exists():
-            save_sample(builder(load_sample(sample_path(sample_dir, ref))), path)
+            save_sample(builder(load_sample(sample_path(sample_dir, ref)), ref), path)
     if key is not None:
         stamp.write_text(json.dumps(key))
 

@@ -31,6 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -149,7 +150,7 @@ class RadiusGraphBuilder:
         radius, knn = self.settings()
         return {"radius": radius, "knn": knn, "embed": file_digest(self.layout.embed)}
 
-    def __call__(self, sample: Sample) -> Sample:
+    def __call__(self, sample: Sample, ref: EventRef | None = None) -> Sample:
         if self.model is None:
             self.radius, self.knn = self.settings()
             self.model = load_module(self.layout.embed, self.device)
@@ -177,7 +178,7 @@ class ModuleMapGraphBuilder:
         self.check()
         return {"module_map": file_digest(self.layout.module_map)}
 
-    def __call__(self, sample: Sample) -> Sample:
+    def __call__(self, sample: Sample, ref: EventRef | None = None) -> Sample:
         if self.table is None:
             self.check()
             self.table = module_map.load_module_map(self.layout.module_map)
@@ -207,15 +208,39 @@ class FilteredGraphBuilder:
             "filter": file_digest(self.layout.filter),
         }
 
-    def __call__(self, sample: Sample) -> Sample:
+    def __call__(self, sample: Sample, ref: EventRef | None = None) -> Sample:
         if self.model is None:
             self.cut = self.settings()
             self.model = load_module(self.layout.filter, self.device)
-        s = to_device(self.source(sample), self.device)
+        s = to_device(self.source(sample, ref), self.device)
         with torch.no_grad():
             scores = torch.sigmoid(self.model(s["x"], s["edge_index"]))
         s["edge_index"] = s["edge_index"][:, scores > self.cut]
         return to_cpu(s)
+
+
+class RunGraphBuilder:
+    """The GNN input graph the served pipeline built: `event%09d-edges.npy` beside the event's
+    hits, written by `exatrkx run --edges-out <events folder> --param gnn_cut=0` with the
+    models of this run (minutes for what takes hours here at pile-up 200). No key: the files
+    are read again on every run."""
+
+    def __call__(self, sample: Sample, ref: EventRef) -> Sample:
+        path = Path(ref.folder) / f"{trackml.event_prefix(ref.event_id)}-edges.npy"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} is missing; write it with `exatrkx run --events {ref.folder} "
+                f"--out LABELS --edges-out {ref.folder} --param gnn_cut=0`"
+            )
+        edges = np.load(path)
+        n = sample["x"].shape[0]
+        if edges.dtype != np.int64 or edges.ndim != 2 or edges.shape[0] != 2:
+            raise ValueError(f"{path}: expected int64 [2, E], got {edges.dtype} {edges.shape}")
+        if edges.size and (edges.min() < 0 or edges.max() >= n):
+            raise ValueError(f"{path}: edge ends outside the event's {n} spacepoints")
+        s = dict(sample)
+        s["edge_index"] = torch.from_numpy(edges)
+        return s
 
 
 def source_builder(args, layout: Layout):
@@ -509,6 +534,7 @@ def finish_classifier(
     section = {
         **common_section(args, splits, smoke),
         "graph": args.graph,
+        **({"graphs_from": args.graphs_from} if stage == "gnn" else {}),
         "hparams": dict(module.hparams),
         "train_seconds": seconds,
         "graph_seconds": dm.prepare_seconds,
@@ -567,11 +593,16 @@ def run_gnn(args, layout: Layout, splits, smoke: bool) -> None:
         pos_weight=args.gnn_pos_weight,
         non_target_weight=args.non_target_weight,
         lr=args.gnn_lr,
+        crop_sectors=args.crop_sectors,
     )
     if args.init:
         init_weights(module.net, args.init)
-    builder = FilteredGraphBuilder(layout, source_builder(args, layout), device_for(args))
-    dm = data_module(args, layout, splits, builder, f"{args.graph}-filtered")
+    if args.graphs_from == "run":
+        builder, graph_name = RunGraphBuilder(), "run-graphs"
+    else:
+        builder = FilteredGraphBuilder(layout, source_builder(args, layout), device_for(args))
+        graph_name = f"{args.graph}-filtered"
+    dm = data_module(args, layout, splits, builder, graph_name)
     result = fit(module, dm, args, "gnn", layout)
     if result is not None:
         finish_classifier(args, layout, splits, smoke, "gnn", dm, result, args.gnn_efficiency)
@@ -714,6 +745,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--node-columns", type=int, default=9, choices=[3, 9], help="plain model")
     g.add_argument("--gnn-pos-weight", type=float, default=1.0)
     g.add_argument("--gnn-efficiency", type=float, default=0.98)
+    g.add_argument(
+        "--graphs-from",
+        default="python",
+        choices=["python", "run"],
+        help="input graphs: built here by the embedding and filter (python), or the served "
+        "pipeline's, read from event%%09d-edges.npy beside each event (exatrkx run "
+        "--edges-out <events folder> --param gnn_cut=0)",
+    )
+    g.add_argument(
+        "--crop-sectors",
+        type=int,
+        default=0,
+        help="train on a random phi sector of 1/N of each event per step (dense events)",
+    )
     g.add_argument("--init", type=Path, help="start from this exported gnn.pt (fine-tuning)")
     c = p.add_argument_group("cost accounting (a pile-up 200 event)")
     c.add_argument("--cost-spacepoints", type=int, default=100_000)

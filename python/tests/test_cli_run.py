@@ -69,3 +69,32 @@ def test_run_names_a_bad_parameter(tmp_path):
             "--param",
             "radius=-1",
         )
+
+
+@needs_rust
+def test_run_writes_the_final_graph(tmp_path):
+    events = rust_tools.simulate(tmp_path / "events", mu=3, events=1, seed=43)
+    event = trackml.read_event(events, 0)
+    x = trackml.features(event)
+    written = {}
+    for gnn_cut in (0.0, 0.5):
+        out = tmp_path / f"graph-{gnn_cut}"
+        param = f"gnn_cut={gnn_cut}"
+        rust_tools.run(
+            rust_tools.EXATRKX,
+            *("run", "--events", events, "--out", tmp_path / "labels", "--model", MODEL),
+            *("--param", param, "--edges-out", out),
+        )
+        edges = np.load(out / "event000000000-edges.npy")
+        scores = np.load(out / "event000000000-scores.npy")
+        assert edges.dtype == np.int64 and scores.dtype == np.float32
+        assert edges.shape == (2, len(scores))
+        params = reference.load_parameters(MODEL, {"gnn_cut": str(gnn_cut)})
+        expected = reference.ReferencePipeline(MODEL / "1", params).run(x)
+        assert np.array_equal(edges, expected.edge_index)
+        np.testing.assert_allclose(scores, expected.edge_scores, atol=1e-5)
+        written[gnn_cut] = edges, scores
+    # with no GNN cut the file holds the GNN's whole input, a superset of the cut graph
+    (all_edges, all_scores), (kept, _) = written[0.0], written[0.5]
+    assert kept.shape[1] < all_edges.shape[1]
+    assert np.array_equal(all_edges[:, all_scores > 0.5], kept)

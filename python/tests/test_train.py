@@ -1,14 +1,22 @@
 """Training: truth, splits, each stage's loss going down on tiny events, and `all` end to end."""
 
 import json
+import shutil
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
 from exatrkx import data, metrics, trackml, train
 from exatrkx.export import torch_threads
-from exatrkx.models.graph import canonical_edges, contains, edge_labels, radius_graph
+from exatrkx.models.graph import (
+    canonical_edges,
+    contains,
+    edge_labels,
+    phi_sector_edges,
+    radius_graph,
+)
 from exatrkx.models.lightning import EmbeddingModule, FilterModule, GNNModule
 from exatrkx.paths import shared_trackml_dir
 
@@ -135,8 +143,9 @@ def toy_graph(toy_sample):
         lambda: FilterModule(hidden=32, layers=2, edges_per_step=500),
         lambda: GNNModule(model="plain", hidden=16, iterations=2),
         lambda: GNNModule(model="hetero", hidden=16, iterations=2),
+        lambda: GNNModule(model="hetero", hidden=16, iterations=2, crop_sectors=3),
     ],
-    ids=["filter", "gnn-plain", "gnn-hetero"],
+    ids=["filter", "gnn-plain", "gnn-hetero", "gnn-hetero-crop"],
 )
 def test_edge_classifier_loss_goes_down(toy_graph, make):
     torch.manual_seed(0)
@@ -153,6 +162,32 @@ def test_edge_classifier_loss_goes_down(toy_graph, make):
         scores = torch.sigmoid(module.net(toy_graph["x"], toy_graph["edge_index"]))
     y, _ = edge_labels(toy_graph["edge_index"], toy_graph["particle_id"], toy_graph["target_hit"])
     assert scores[y].mean() > scores[~y].mean() + 0.2
+
+
+def test_phi_sectors_crop_the_graph(toy_graph):
+    x, edge_index = toy_graph["x"], toy_graph["edge_index"]
+    phi = x[:, 1]
+    # four sectors tiling the circle, the last one across the seam at phi = pi
+    starts = [-0.75, -0.25, 0.25, 0.75]
+    crops = [phi_sector_edges(x, edge_index, 4, start) for start in starts]
+    for start, crop in zip(starts, crops, strict=True):
+        assert crop.shape[1] > 0
+        offset = torch.remainder(phi[crop.flatten()] - start, 2.0)
+        assert bool((offset < 0.5).all())
+    # every edge whose ends share a sector is in exactly that sector's crop
+    sector = torch.floor(torch.remainder(phi + 0.75, 2.0) / 0.5).long()
+    same = sector[edge_index[0]] == sector[edge_index[1]]
+    assert sum(c.shape[1] for c in crops) == int(same.sum())
+    assert 0 < int(same.sum()) < edge_index.shape[1]
+    assert bool(contains(edge_index, torch.cat(crops, dim=1), x.shape[0]).all())
+    module = GNNModule(hidden=8, iterations=1, crop_sectors=4)
+    seen = []
+    module.edge_loss = lambda batch, e: seen.append(e.shape[1]) or torch.zeros(())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(5):
+            module.training_step(toy_graph, 0)
+    assert max(seen) < edge_index.shape[1]
 
 
 def test_edge_classifier_takes_an_empty_graph(toy_graph):
@@ -255,3 +290,35 @@ def test_init_weights_start_from_an_exported_network(tmp_path):
         train.init_weights(build_gnn("hetero", hidden=16, iterations=2), path)
     with pytest.raises(SystemExit, match="shape"):
         train.init_weights(build_gnn("plain", hidden=8, iterations=2), path)
+
+
+def test_gnn_trains_on_the_graphs_exatrkx_run_wrote(tmp_path, toy_dir):
+    events = tmp_path / "events"
+    shutil.copytree(toy_dir, events)
+    args = ["gnn", "--events", str(events), "--out", str(tmp_path / "out"), "--max-epochs", "2"]
+    args += ["--graphs-from", "run", "--gnn-hidden", "8", "--gnn-iterations", "1"]
+    args += ["--val-fraction", "0.25", "--test-fraction", "0.25", "--cost-gnn-edges", "2000"]
+    with pytest.raises(FileNotFoundError, match="event000000001-edges.npy is missing"):
+        train.main(args)
+    gen = torch.Generator().manual_seed(5)
+    written = {}
+    for event_id in trackml.list_events(events):
+        s = data.event_sample(trackml.read_event(events, event_id))
+        n = s["x"].shape[0]
+        rand = torch.randint(0, n, (2, 3 * n), generator=gen)
+        pairs = torch.cat([s["truth_pairs"], rand], dim=1)
+        edges = canonical_edges(pairs[0], pairs[1], s["x"][:, 0])
+        np.save(events / f"{trackml.event_prefix(event_id)}-edges.npy", edges.numpy())
+        written[event_id] = edges
+    assert train.main(args) == 0
+    # the stored graphs are the files, and no embedding or filter stage was asked for
+    stored = tmp_path / "out" / "graphs" / "run-graphs" / data.folder_tag(events)
+    for event_id, edges in written.items():
+        graph = data.load_sample(stored / f"{trackml.event_prefix(event_id)}.pt")
+        assert torch.equal(graph["edge_index"], edges)
+    result = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(result) == {"gnn", "parameters"} and result["gnn"]["graphs_from"] == "run"
+    assert (tmp_path / "out" / "gnn.pt").is_file()
+    np.save(events / "event000000002-edges.npy", written[2].numpy().astype(np.int32))
+    with pytest.raises(ValueError, match="expected int64"):
+        train.main(args)

@@ -23,6 +23,13 @@ def canonical_edges(src: Tensor, dst: Tensor, r: Tensor) -> Tensor:
     return torch.stack([key // n, key % n])
 
 
+def phi_sector_edges(x: Tensor, edge_index: Tensor, sectors: int, start: float) -> Tensor:
+    """The edges with both ends in the phi window [start, start + 2/sectors) (phi/pi units,
+    feature column 1, wrapped): a crop that trains on a part of a dense event."""
+    inside = torch.remainder(x[:, 1].float() - start, 2.0) < 2.0 / sectors
+    return edge_index[:, inside[edge_index[0]] & inside[edge_index[1]]]
+
+
 def edge_keys(edge_index: Tensor, num_nodes: int) -> Tensor:
     """One int64 per oriented edge, for set membership between graphs."""
     return edge_index[0] * num_nodes + edge_index[1]

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from exatrkx.metrics import COUNT_KEYS, graph_counts, summarize
-from exatrkx.models.graph import edge_labels, radius_graph, radius_neighbours
+from exatrkx.models.graph import edge_labels, phi_sector_edges, radius_graph, radius_neighbours
 from exatrkx.models.networks import EmbeddingNet, FilterNet, build_gnn
 
 
@@ -137,9 +137,12 @@ class EmbeddingModule(StageModule):
 class EdgeClassifierModule(StageModule):
     """Weighted BCE on the input graph's edges: true edges of target particles weight
     `pos_weight`, other true edges `pos_weight * non_target_weight`, false edges 1.
-    Validation counts are taken at a score cut of 0.5."""
+    Validation counts are taken at a score cut of 0.5. Training steps may take a random phi
+    sector of 1/`crop_sectors` of the event (dense events at the memory and step time of
+    sparse ones) and then a random subset of `edges_per_step` edges; validation takes all."""
 
     edges_per_step = 0  # 0: the whole graph of the event
+    crop_sectors = 0  # 0 or 1: no crop
 
     def edge_loss(self, batch: dict, edge_index: Tensor) -> Tensor:
         hp = self.hparams
@@ -153,6 +156,9 @@ class EdgeClassifierModule(StageModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         edge_index = batch["edge_index"]
+        if self.crop_sectors > 1:
+            start = float(torch.rand(()) * 2.0 - 1.0)
+            edge_index = phi_sector_edges(batch["x"], edge_index, self.crop_sectors, start)
         limit = self.edges_per_step
         if limit and edge_index.shape[1] > limit:
             pick = torch.randperm(edge_index.shape[1], device=edge_index.device)[:limit]
@@ -213,9 +219,11 @@ class GNNModule(EdgeClassifierModule):
         non_target_weight: float = 0.1,
         lr: float = 3e-3,
         weight_decay: float = 1e-5,
+        crop_sectors: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.crop_sectors = crop_sectors
         self.net = build_gnn(
             model,
             num_features=num_features,
