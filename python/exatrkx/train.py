@@ -222,8 +222,8 @@ class FilteredGraphBuilder:
 class RunGraphBuilder:
     """The GNN input graph the served pipeline built: `event%09d-edges.npy` beside the event's
     hits, written by `exatrkx run --edges-out <events folder> --param gnn_cut=0` with the
-    models of this run (minutes for what takes hours here at pile-up 200). No key: the files
-    are read again on every run."""
+    embedding and filter the GNN will be served with (minutes for what takes hours here at
+    pile-up 200). No key: the files are read again on every run."""
 
     def __call__(self, sample: Sample, ref: EventRef) -> Sample:
         path = Path(ref.folder) / f"{trackml.event_prefix(ref.event_id)}-edges.npy"
