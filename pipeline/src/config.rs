@@ -206,7 +206,6 @@ impl PipelineConfig {
         Ok(())
     }
 
-    /// Check the values together; called by `Pipeline::new`.
     /// The walkthrough's settings among these.
     pub fn walkthrough(&self) -> WalkthroughConfig {
         WalkthroughConfig {
@@ -216,6 +215,7 @@ impl PipelineConfig {
         }
     }
 
+    /// Check the values together; called by `Pipeline::new`.
     pub fn validate(&self) -> Result<()> {
         let unit = |key: &str, v: f32| {
             if (0.0..1.0).contains(&v) {
