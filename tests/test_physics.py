@@ -27,7 +27,7 @@ EXATRKX = paths.REPO_ROOT / "target" / "release" / "exatrkx"
 MIN_EFFICIENCY_MU200 = 0.85
 MAX_FAKE_RATE_MU200 = 0.08
 MIN_EFFICIENCY_REAL = 0.90
-MAX_FAKE_RATE_REAL = 0.06
+MAX_FAKE_RATE_REAL = 0.05
 
 
 def test_trained_models_are_in_the_repository():
