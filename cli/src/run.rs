@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use exatrkx_pipeline::{
-    npy, EventInput, EventOutput, GraphMethod, OutputRequest, Pipeline, PipelineConfig,
+    npy, DeviceKind, EventInput, EventOutput, GraphMethod, OutputRequest, Pipeline, PipelineConfig,
 };
 use trackml::evaluate::{evaluate, EvalConfig, Metrics};
 use trackml::{features, io};
@@ -50,6 +50,21 @@ pub struct ModelArgs {
     /// Let TorchScript re-specialise the networks per input shape (off, as in the backend).
     #[arg(long)]
     jit_optimize: bool,
+    /// Where the pipeline runs: `cpu`, or `cuda` / `cuda:N` (a KIND_GPU instance's pipeline).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceKind,
+}
+
+fn parse_device(s: &str) -> Result<DeviceKind, String> {
+    match s {
+        "cpu" => Ok(DeviceKind::Cpu),
+        "cuda" | "gpu" => Ok(DeviceKind::Cuda(0)),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse().ok())
+            .map(DeviceKind::Cuda)
+            .ok_or_else(|| format!("'{s}': expected cpu, cuda or cuda:N")),
+    }
 }
 
 fn model_folder(path: &Path) -> anyhow::Result<PathBuf> {
@@ -82,6 +97,7 @@ pub fn pipeline_config(args: &ModelArgs) -> anyhow::Result<PipelineConfig> {
         };
         cfg.set(key.trim(), value)?;
     }
+    cfg.device = args.device;
     cfg.validate()?;
     Ok(cfg)
 }

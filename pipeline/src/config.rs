@@ -56,6 +56,8 @@ pub struct PipelineConfig {
     pub precision: Precision,
     pub embedding_batch: usize,
     pub filter_chunk: usize,
+    /// Edges per filter call on a GPU: large, since each call costs a few kernel launches.
+    pub gpu_filter_chunk: usize,
     pub max_spacepoints: usize,
     pub allow_cpu_fallback: bool,
     pub device: DeviceKind,
@@ -81,6 +83,7 @@ impl Default for PipelineConfig {
             precision: Precision::Fp32,
             embedding_batch: 65_536,
             filter_chunk: 16_384,
+            gpu_filter_chunk: 1 << 20,
             max_spacepoints: 500_000,
             allow_cpu_fallback: false,
             device: DeviceKind::Cpu,
@@ -106,6 +109,7 @@ pub const PARAMETER_KEYS: &[&str] = &[
     "precision",
     "embedding_batch",
     "filter_chunk",
+    "gpu_filter_chunk",
     "max_spacepoints",
     "allow_cpu_fallback",
 ];
@@ -188,6 +192,7 @@ impl PipelineConfig {
             }
             "embedding_batch" => self.embedding_batch = parse_usize(key, value)?,
             "filter_chunk" => self.filter_chunk = parse_usize(key, value)?,
+            "gpu_filter_chunk" => self.gpu_filter_chunk = parse_usize(key, value)?,
             "max_spacepoints" => self.max_spacepoints = parse_usize(key, value)?,
             "allow_cpu_fallback" => {
                 self.allow_cpu_fallback = match v.to_ascii_lowercase().as_str() {
@@ -246,6 +251,7 @@ impl PipelineConfig {
         for (key, v) in [
             ("embedding_batch", self.embedding_batch),
             ("filter_chunk", self.filter_chunk),
+            ("gpu_filter_chunk", self.gpu_filter_chunk),
             ("max_spacepoints", self.max_spacepoints),
         ] {
             if v == 0 {
@@ -397,6 +403,7 @@ mod tests {
             ("precision", "bf16"),
             ("embedding_batch", "1000"),
             ("filter_chunk", "2000"),
+            ("gpu_filter_chunk", "500000"),
             ("max_spacepoints", "3000"),
             ("allow_cpu_fallback", "true"),
         ];
@@ -410,8 +417,13 @@ mod tests {
         assert_eq!(cfg.track_builder, TrackBuilder::Walkthrough);
         assert_eq!(cfg.precision, Precision::Bf16);
         assert_eq!(
-            (cfg.knn, cfg.min_track_length, cfg.filter_chunk),
-            (50, 4, 2000)
+            (
+                cfg.knn,
+                cfg.min_track_length,
+                cfg.filter_chunk,
+                cfg.gpu_filter_chunk
+            ),
+            (50, 4, 2000, 500_000)
         );
         assert!(cfg.allow_cpu_fallback);
         assert_eq!(cfg.gnn_path(), PathBuf::from("./g.pt"));

@@ -114,7 +114,11 @@ impl Pipeline {
                 name: "filter",
                 model: cfg.filter_path(),
                 cut: cfg.filter_cut,
-                chunk: Some(cfg.filter_chunk),
+                chunk: Some(if ctx.gpu().is_some() {
+                    cfg.gpu_filter_chunk
+                } else {
+                    cfg.filter_chunk
+                }),
             },
             &ctx,
         )?;

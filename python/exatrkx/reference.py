@@ -53,6 +53,7 @@ PARAMETER_KEYS = (
     "precision",
     "embedding_batch",
     "filter_chunk",
+    "gpu_filter_chunk",
     "max_spacepoints",
     "allow_cpu_fallback",
 )
@@ -109,6 +110,7 @@ class PipelineParameters:
     precision: str = "fp32"
     embedding_batch: int = 65536
     filter_chunk: int = 16384
+    gpu_filter_chunk: int = 1 << 20  # parsed and checked; the reference runs on the CPU
     max_spacepoints: int = 500_000
     allow_cpu_fallback: bool = False
 
@@ -123,7 +125,13 @@ class PipelineParameters:
                 setattr(self, key, _ALIASES[key][v])
             elif key in ("radius", "filter_cut", "gnn_cut", "walk_min_cut", "walk_high_cut"):
                 setattr(self, key, _f32(v))
-            elif key in ("knn", "min_track_length", "embedding_batch", "filter_chunk"):
+            elif key in (
+                "knn",
+                "min_track_length",
+                "embedding_batch",
+                "filter_chunk",
+                "gpu_filter_chunk",
+            ):
                 setattr(self, key, int(v))
             elif key == "max_spacepoints":
                 self.max_spacepoints = int(v)
@@ -149,7 +157,13 @@ class PipelineParameters:
                 problems.append(f"{key} = {getattr(self, key)} must be in [0, 1)")
         if self.walk_high_cut < self.walk_min_cut:
             problems.append("walk_high_cut must not be below walk_min_cut")
-        for key in ("min_track_length", "embedding_batch", "filter_chunk", "max_spacepoints"):
+        for key in (
+            "min_track_length",
+            "embedding_batch",
+            "filter_chunk",
+            "gpu_filter_chunk",
+            "max_spacepoints",
+        ):
             if getattr(self, key) < 1:
                 problems.append(f"{key} must be at least 1")
         if problems:

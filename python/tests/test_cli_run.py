@@ -98,3 +98,21 @@ def test_run_writes_the_final_graph(tmp_path):
     (all_edges, all_scores), (kept, _) = written[0.0], written[0.5]
     assert kept.shape[1] < all_edges.shape[1]
     assert np.array_equal(all_edges[:, all_scores > 0.5], kept)
+
+
+@needs_rust
+def test_run_on_a_gpu_or_says_why_not(tmp_path):
+    import torch
+
+    events = rust_tools.simulate(tmp_path / "events", mu=1, events=1, seed=4)
+    common = ("run", "--events", events, "--model", MODEL)
+    with pytest.raises(RuntimeError, match="expected cpu, cuda or cuda:N"):
+        rust_tools.run(rust_tools.EXATRKX, *common, "--out", tmp_path / "x", "--device", "gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA device 0 requested but only 0 GPU"):
+            rust_tools.run(rust_tools.EXATRKX, *common, "--out", tmp_path / "g", "--device", "cuda")
+        return
+    rust_tools.run(rust_tools.EXATRKX, *common, "--out", tmp_path / "g", "--device", "cuda")
+    rust_tools.run(rust_tools.EXATRKX, *common, "--out", tmp_path / "c")
+    name = f"{trackml.event_prefix(0)}-labels.csv"
+    assert (tmp_path / "g" / name).read_text() == (tmp_path / "c" / name).read_text()

@@ -232,18 +232,52 @@ mod emulation {
                 active.swap_remove(k);
             }
         }
-        // cc_compress (its concurrent path halving only shortens paths to the same roots).
-        (0..n)
-            .map(|i| {
-                let mut find = Find::LoadParent { x: i as i32 };
-                loop {
-                    match step_find(&mut parent, find) {
-                        Ok(root) => break root as i64,
-                        Err(next) => find = next,
+        compress(&mut parent, &mut rng, false)
+    }
+
+    /// `cc_compress`, one thread per spacepoint, interleaved: each walks up to its root and
+    /// stores it. With `path_halving` the walk also stores grandparents (`find_root`), as the
+    /// kernel once did. Returns the parent array afterwards, which production reads as roots.
+    pub fn compress(parent: &mut [i32], rng: &mut ChaCha8Rng, path_halving: bool) -> Vec<i64> {
+        #[derive(Clone, Copy)]
+        enum Compress {
+            Walk(Find),
+            Store { root: i32 },
+            Done,
+        }
+        let n = parent.len();
+        let mut threads: Vec<Compress> = (0..n as i32)
+            .map(|x| Compress::Walk(Find::LoadParent { x }))
+            .collect();
+        let mut active: Vec<usize> = (0..n).collect();
+        while !active.is_empty() {
+            let k = rng.gen_range(0..active.len());
+            let i = active[k];
+            threads[i] = match threads[i] {
+                Compress::Walk(find) => {
+                    let next = match find {
+                        // Without halving the walk goes straight to the parent it loaded.
+                        Find::LoadGrand { p, .. } if !path_halving => {
+                            Err(Find::LoadParent { x: p })
+                        }
+                        _ => step_find(parent, find),
+                    };
+                    match next {
+                        Ok(root) => Compress::Store { root },
+                        Err(find) => Compress::Walk(find),
                     }
                 }
-            })
-            .collect()
+                Compress::Store { root } => {
+                    parent[i] = root;
+                    Compress::Done
+                }
+                Compress::Done => Compress::Done,
+            };
+            if matches!(threads[i], Compress::Done) {
+                active.swap_remove(k);
+            }
+        }
+        parent.iter().map(|&p| p as i64).collect()
     }
 }
 
@@ -317,6 +351,25 @@ mod tests {
             }
             check(n, &edges, rng.gen_range(1..5), round);
         }
+    }
+
+    /// The race the GPU check found on an H200 (stress graphs, pile-up 300): with path halving
+    /// in `cc_compress`, a stale grandparent store can follow a spacepoint's final root store.
+    #[test]
+    fn compress_leaves_every_spacepoint_on_its_root() {
+        let chain: Vec<i32> = (0..40).map(|i: i32| (i - 1).max(0)).collect();
+        let mut stale_with_halving = 0;
+        for seed in 0..200 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let roots = emulation::compress(&mut chain.clone(), &mut rng, false);
+            assert!(roots.iter().all(|&r| r == 0), "seed {seed}: {roots:?}");
+            let roots = emulation::compress(&mut chain.clone(), &mut rng, true);
+            stale_with_halving += usize::from(roots.iter().any(|&r| r != 0));
+        }
+        assert!(
+            stale_with_halving > 0,
+            "the emulation no longer shows the race"
+        );
     }
 
     #[test]

@@ -227,11 +227,13 @@ extern "C" __global__ void cc_hook(i64 num_edges, const i64* __restrict__ src,
     }
 }
 
-// After every hook: each spacepoint's root.
+// After every hook: each spacepoint's root. The walk only reads: a path-halving store here
+// could land after another thread's final `parent[x] = root` and leave x on a non-root.
 extern "C" __global__ void cc_compress(int n, int* parent) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     volatile int* vp = parent;
-    int root = find_root(vp, i);
-    parent[i] = root;
+    int x = i;
+    for (int p = vp[x]; p != x; p = vp[x]) x = p;
+    parent[i] = x;
 }
