@@ -240,6 +240,7 @@ class EventDataModule(L.LightningDataModule):
         graph_builder: Callable[[Sample, EventRef], Sample] | None = None,
         num_workers: int = 0,
         train_repeat: int = 1,
+        prepare_workers: int = 1,
     ):
         super().__init__()
         self.splits = splits
@@ -249,6 +250,7 @@ class EventDataModule(L.LightningDataModule):
         self.graph_builder = graph_builder
         self.num_workers = num_workers
         self.train_repeat = train_repeat
+        self.prepare_workers = prepare_workers
         self.datasets: dict[str, Dataset] = {}
         self.prepare_seconds = 0.0
 
@@ -257,7 +259,7 @@ class EventDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         start = time.perf_counter()
-        prepare_samples(self.all_refs(), self.sample_dir, self.truth_cfg)
+        prepare_samples(self.all_refs(), self.sample_dir, self.truth_cfg, self.prepare_workers)
         if self.graph_builder is not None:
             build_graphs(self.all_refs(), self.sample_dir, self.graph_dir, self.graph_builder)
         self.prepare_seconds = time.perf_counter() - start
@@ -275,6 +277,7 @@ class EventDataModule(L.LightningDataModule):
             shuffle=shuffle,
             collate_fn=_single,
             num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,  # not re-spawned every epoch
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -308,9 +311,13 @@ def build_graphs(refs: list[EventRef], sample_dir: Path, graph_dir: Path, builde
         stamp.write_text(json.dumps(key))
 
 
-def prepare_samples(refs: list[EventRef], sample_dir: Path, truth_cfg: TruthConfig) -> None:
+def prepare_samples(
+    refs: list[EventRef], sample_dir: Path, truth_cfg: TruthConfig, workers: int = 1
+) -> None:
     """Write `sample_dir/<folder tag>/event%09d.pt` for each event; reuse those written from
-    the same folder with the same truth settings (recorded in `<folder tag>/truth.json`)."""
+    the same folder with the same truth settings (recorded in `<folder tag>/truth.json`).
+    `workers` > 1 reads the events in that many processes (spawned: forked children of a
+    process whose torch threads already ran can hang)."""
     for folder in sorted({ref.folder for ref in refs}):
         directory = Path(sample_dir) / folder_tag(folder)
         stamp = directory / "truth.json"
@@ -321,11 +328,20 @@ def prepare_samples(refs: list[EventRef], sample_dir: Path, truth_cfg: TruthConf
             for old in directory.glob("event*.pt"):
                 old.unlink()
             stamp.write_text(json.dumps(wanted))
-    for ref in refs:
-        path = sample_path(sample_dir, ref)
-        if not path.exists():
-            event = trackml.read_event(ref.folder, ref.event_id)
-            save_sample(event_sample(event, truth_cfg), path)
+    missing = [ref for ref in refs if not sample_path(sample_dir, ref).exists()]
+    if workers > 1 and len(missing) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(min(workers, len(missing))) as pool:
+            pool.starmap(_write_sample, [(ref, sample_dir, truth_cfg) for ref in missing])
+    else:
+        for ref in missing:
+            _write_sample(ref, sample_dir, truth_cfg)
+
+
+def _write_sample(ref: EventRef, sample_dir: Path, truth_cfg: TruthConfig) -> None:
+    event = trackml.read_event(ref.folder, ref.event_id)
+    save_sample(event_sample(event, truth_cfg), sample_path(sample_dir, ref))
 
 
 # ---------------------------------------------------------------------------------------------

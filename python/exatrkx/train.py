@@ -292,6 +292,7 @@ def make_trainer(args, stage: str, layout: Layout) -> L.Trainer:
         strategy=strategy,
         precision=args.precision,
         max_epochs=args.max_epochs,
+        max_time=args.max_time,
         callbacks=[checkpoint],
         logger=CSVLogger(layout.stage_dir(stage), name="logs"),
         default_root_dir=layout.stage_dir(stage),
@@ -333,6 +334,7 @@ def data_module(args, layout: Layout, splits, builder=None, graph_name: str | No
         graph_builder=builder,
         num_workers=args.num_workers,
         train_repeat=args.train_repeat,
+        prepare_workers=args.prepare_workers,
     )
 
 
@@ -412,7 +414,10 @@ def run_module_map(args, layout: Layout, splits, smoke: bool) -> None:
         return
     start = time.perf_counter()
     prepare_samples(
-        sorted({r for v in splits.values() for r in v}), layout.samples, truth_config(args)
+        sorted({r for v in splits.values() for r in v}),
+        layout.samples,
+        truth_config(args),
+        args.prepare_workers,
     )
     table = module_map.build_module_map(read_split(layout, splits["train"]), args.map_pt_min)
     module_map.save_module_map(table, layout.module_map)
@@ -534,7 +539,7 @@ def finish_classifier(
     section = {
         **common_section(args, splits, smoke),
         "graph": args.graph,
-        **({"graphs_from": args.graphs_from} if stage == "gnn" else {}),
+        "graphs_from": args.graphs_from,
         "hparams": dict(module.hparams),
         "train_seconds": seconds,
         "graph_seconds": dm.prepare_seconds,
@@ -566,7 +571,14 @@ def run_filter(args, layout: Layout, splits, smoke: bool) -> None:
         edges_per_step=args.edges_per_step,
         lr=args.filter_lr,
     )
-    dm = data_module(args, layout, splits, source_builder(args, layout), f"{args.graph}")
+    if args.init:
+        init_weights(module.net, args.init)
+    if args.graphs_from == "run":
+        # the served pipeline's radius graph: its edges with `--param filter_cut=0`
+        builder, graph_name = RunGraphBuilder(), "run-graphs-filter"
+    else:
+        builder, graph_name = source_builder(args, layout), f"{args.graph}"
+    dm = data_module(args, layout, splits, builder, graph_name)
     result = fit(module, dm, args, "filter", layout)
     if result is not None:
         finish_classifier(args, layout, splits, smoke, "filter", dm, result, args.filter_efficiency)
@@ -687,6 +699,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     t = p.add_argument_group("trainer")
     t.add_argument("--max-epochs", type=int, default=20)
+    t.add_argument(
+        "--max-time",
+        help="stop a stage's training after this long, DD:HH:MM:SS (Lightning's max_time)",
+    )
     t.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu", "cuda", "auto"])
     t.add_argument("--devices", default="1", help="devices per node, or 'auto'")
     t.add_argument("--num-nodes", type=int, default=1)
@@ -694,6 +710,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", default="32", choices=["32", "bf16-mixed", "16-mixed"])
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+    t.add_argument(
+        "--prepare-workers", type=int, default=1, help="processes reading the events once"
+    )
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--train-repeat", type=int, default=1, help="passes over the events per epoch")
     t.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
@@ -749,9 +768,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--graphs-from",
         default="python",
         choices=["python", "run"],
-        help="input graphs: built here by the embedding and filter (python), or the served "
+        help="input graphs of the filter and gnn commands: built here (python), or the served "
         "pipeline's, read from event%%09d-edges.npy beside each event (exatrkx run "
-        "--edges-out <events folder> --param gnn_cut=0)",
+        "--edges-out <events folder> --param gnn_cut=0; and --param filter_cut=0 for the "
+        "filter's)",
     )
     g.add_argument(
         "--crop-sectors",
@@ -759,7 +779,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="train on a random phi sector of 1/N of each event per step (dense events)",
     )
-    g.add_argument("--init", type=Path, help="start from this exported gnn.pt (fine-tuning)")
+    g.add_argument(
+        "--init",
+        type=Path,
+        help="filter or gnn command: start from this exported filter.pt / gnn.pt (fine-tuning)",
+    )
     c = p.add_argument_group("cost accounting (a pile-up 200 event)")
     c.add_argument("--cost-spacepoints", type=int, default=100_000)
     c.add_argument("--cost-edges", type=int, default=1_000_000, help="filter input edges")
@@ -768,7 +792,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.init and args.stage not in ("filter", "gnn"):
+        parser.error("--init goes with the filter or gnn command (one network)")
+    if args.graphs_from == "run" and args.stage not in ("filter", "gnn"):
+        parser.error("--graphs-from run goes with the filter or gnn command")
     if args.threads:
         torch.set_num_threads(args.threads)
     layout = Layout(args.out)

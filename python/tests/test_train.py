@@ -292,14 +292,9 @@ def test_init_weights_start_from_an_exported_network(tmp_path):
         train.init_weights(build_gnn("plain", hidden=8, iterations=2), path)
 
 
-def test_gnn_trains_on_the_graphs_exatrkx_run_wrote(tmp_path, toy_dir):
-    events = tmp_path / "events"
-    shutil.copytree(toy_dir, events)
-    args = ["gnn", "--events", str(events), "--out", str(tmp_path / "out"), "--max-epochs", "2"]
-    args += ["--graphs-from", "run", "--gnn-hidden", "8", "--gnn-iterations", "1"]
-    args += ["--val-fraction", "0.25", "--test-fraction", "0.25", "--cost-gnn-edges", "2000"]
-    with pytest.raises(FileNotFoundError, match="event000000001-edges.npy is missing"):
-        train.main(args)
+def write_run_edges(events):
+    """`event%09d-edges.npy` beside each event, as `exatrkx run --edges-out` writes them: the
+    true pairs and random ones. Returns them by event id."""
     gen = torch.Generator().manual_seed(5)
     written = {}
     for event_id in trackml.list_events(events):
@@ -310,15 +305,111 @@ def test_gnn_trains_on_the_graphs_exatrkx_run_wrote(tmp_path, toy_dir):
         edges = canonical_edges(pairs[0], pairs[1], s["x"][:, 0])
         np.save(events / f"{trackml.event_prefix(event_id)}-edges.npy", edges.numpy())
         written[event_id] = edges
+    return written
+
+
+RUN_GRAPH_STAGES = {
+    # stage: (its options, the graph folder it stores)
+    "filter": (["--filter-hidden", "8", "--cost-edges", "2000"], "run-graphs-filter"),
+    "gnn": (
+        ["--gnn-hidden", "8", "--gnn-iterations", "1", "--cost-gnn-edges", "2000"],
+        "run-graphs",
+    ),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(RUN_GRAPH_STAGES))
+def test_stage_trains_on_the_graphs_exatrkx_run_wrote(tmp_path, toy_dir, stage):
+    options, graph_folder = RUN_GRAPH_STAGES[stage]
+    events = tmp_path / "events"
+    shutil.copytree(toy_dir, events)
+    args = [stage, "--events", str(events), "--out", str(tmp_path / "out"), "--max-epochs", "2"]
+    args += ["--graphs-from", "run", "--val-fraction", "0.25", "--test-fraction", "0.25"]
+    args += options
+    with pytest.raises(FileNotFoundError, match="event000000001-edges.npy is missing"):
+        train.main(args)
+    written = write_run_edges(events)
     assert train.main(args) == 0
     # the stored graphs are the files, and no embedding or filter stage was asked for
-    stored = tmp_path / "out" / "graphs" / "run-graphs" / data.folder_tag(events)
+    stored = tmp_path / "out" / "graphs" / graph_folder / data.folder_tag(events)
     for event_id, edges in written.items():
         graph = data.load_sample(stored / f"{trackml.event_prefix(event_id)}.pt")
         assert torch.equal(graph["edge_index"], edges)
     result = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert set(result) == {"gnn", "parameters"} and result["gnn"]["graphs_from"] == "run"
-    assert (tmp_path / "out" / "gnn.pt").is_file()
+    assert set(result) == {stage, "parameters"} and result[stage]["graphs_from"] == "run"
+    assert f"{stage}_cut" in result["parameters"]
+    assert (tmp_path / "out" / f"{stage}.pt").is_file()
     np.save(events / "event000000002-edges.npy", written[2].numpy().astype(np.int32))
     with pytest.raises(ValueError, match="expected int64"):
         train.main(args)
+
+
+def test_filter_command_fine_tunes_from_init(tmp_path, toy_dir, capsys):
+    from exatrkx.export import save_scripted, script
+    from exatrkx.models.networks import FilterNet
+
+    torch.manual_seed(3)
+    start = FilterNet(hidden=8, layers=2)
+    path = tmp_path / "filter0.pt"
+    save_scripted(script(start), path)
+    events = tmp_path / "events"
+    shutil.copytree(toy_dir, events)
+    write_run_edges(events)
+    args = [
+        "filter",
+        "--events",
+        str(events),
+        "--graphs-from",
+        "run",
+        "--out",
+        str(tmp_path / "out"),
+        "--max-epochs",
+        "1",
+    ]
+    args += ["--filter-hidden", "8", "--filter-layers", "2", "--cost-edges", "2000"]
+    args += ["--val-fraction", "0.25", "--test-fraction", "0.25", "--init", str(path)]
+    assert train.main(args) == 0
+    assert f"weights from {path}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        train.main(args[:-2] + ["--filter-hidden", "16", "--init", str(path)])
+
+
+@pytest.mark.parametrize("stage", ["all", "embedding", "module-map"])
+def test_one_network_options_refuse_other_commands(tmp_path, toy_dir, stage, capsys):
+    base = [stage, "--events", str(toy_dir), "--out", str(tmp_path / "out")]
+    for extra in (["--init", str(tmp_path / "x.pt")], ["--graphs-from", "run"]):
+        with pytest.raises(SystemExit):
+            train.main(base + extra)
+        assert "goes with the filter or gnn command" in capsys.readouterr().err
+
+
+def test_max_time_reaches_the_trainer(tmp_path):
+    from lightning.pytorch.callbacks import Timer
+
+    args = train.build_parser().parse_args(
+        [
+            "gnn",
+            "--events",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "out"),
+            "--max-time",
+            "00:00:02:30",
+        ]
+    )
+    trainer = train.make_trainer(args, "gnn", train.Layout(args.out))
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    assert len(timers) == 1 and timers[0].time_remaining() == 150
+
+
+def test_samples_prepared_in_processes_equal_the_sequential_ones(tmp_path, toy_dir):
+    refs = [data.EventRef(str(toy_dir.resolve()), i) for i in trackml.list_events(toy_dir)]
+    truth = data.TruthConfig()
+    data.prepare_samples(refs, tmp_path / "one", truth)
+    data.prepare_samples(refs, tmp_path / "many", truth, workers=3)
+    for ref in refs:
+        one = data.load_sample(data.sample_path(tmp_path / "one", ref))
+        many = data.load_sample(data.sample_path(tmp_path / "many", ref))
+        assert one.keys() == many.keys()
+        for key, value in one.items():
+            assert torch.equal(value, many[key]) if torch.is_tensor(value) else value == many[key]
