@@ -11,7 +11,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
@@ -84,12 +83,19 @@ def test_stop_with_requests_in_flight_finishes_them(tmp_path, backend_directory)
     wait_started(server)
     process = server.process
     process.send_signal(signal.SIGTERM)
-    # A request after the stop is refused (the endpoints close or say so).
-    time.sleep(0.2)
+    # Requests after the stop are refused once the endpoints close or say so; one sent in the
+    # moment before that is served like the others (seen on a loaded machine), so keep asking.
     late = grpcclient.InferInput("FEATURES", list(x[:50].shape), "FP32")
     late.set_data_from_numpy(x[:50])
-    with pytest.raises(InferenceServerException):
-        client.infer("exatrkx", [late], client_timeout=30)
+    refused = None
+    deadline = time.monotonic() + 60
+    while refused is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            client.infer("exatrkx", [late], client_timeout=30)
+        except InferenceServerException as err:
+            refused = err
+    assert refused is not None, "requests were still accepted 60 s after the stop"
     code = process.wait(150)
     server.process = None
     assert all_done.wait(30), f"{len(outcomes)} of 10 requests got an outcome"
