@@ -1,13 +1,14 @@
 //! Fixed-radius neighbours in the embedding space on a grid: the radius graph of docs/DESIGN.md,
 //! exactly (same edge set as the all-pairs definition), in time linear in the spacepoints.
 //!
-//! The points are counting-sorted into cubic cells over their projections on the three
-//! principal axes of the event's embedding (an orthonormal projection never lengthens a
-//! distance; trained embeddings spread over few directions, so these cells hold a few times
-//! fewer points than cells over the first three dimensions). A cell is slightly wider than the
-//! radius (wider still when the box would need too many cells), so every neighbour of a point
-//! lies in the 3x3x3 block of cells around it, and every candidate there is tested with the
-//! full-dimension f64 distance of the definition. Queries
+//! The points are counting-sorted into cells over their projections on the event embedding's
+//! four principal axes (an orthonormal projection never lengthens a distance; trained
+//! embeddings spread over few directions, so these cells hold far fewer points than cells over
+//! the first dimensions). A cell is slightly wider than the radius (wider still when the box
+//! would need too many cells), so every neighbour of a point lies in the block of 3^4 cells
+//! around it. Candidates there pass two f32 pre-tests (distance along the grid axes, then the
+//! full distance, each with a margin above its rounding) before the full-dimension f64 distance
+//! of the definition decides. Queries
 //! run in parallel over blocks of the sorted points; each keeps the members of its list that it
 //! is the source of. A pair dropped by one end's `knn` cut but kept by the other is added back
 //! to the dropped end when that end is the source. The edges are then written source by source
@@ -55,32 +56,51 @@ pub(crate) fn distance2_below(a: &[f32], b: &[f32], r2: f64) -> Option<f64> {
     (d2 < r2).then_some(d2)
 }
 
+/// Squared distance in f32 summed in four lanes (vectorised): a pre-test only, its rounding
+/// (1e-6 relative for a dozen dimensions) covered by the caller's margin.
+#[inline]
+fn distance2_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 4];
+    let (mut xa, mut xb) = (a.chunks_exact(4), b.chunks_exact(4));
+    for (x, y) in (&mut xa).zip(&mut xb) {
+        for k in 0..4 {
+            let d = x[k] - y[k];
+            lanes[k] += d * d;
+        }
+    }
+    let mut sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    for (x, y) in xa.remainder().iter().zip(xb.remainder()) {
+        sum += (x - y) * (x - y);
+    }
+    sum
+}
+
 /// Relative widening of the cells beyond the radius: covers the rounding of the cell index
 /// computation, far above f64 precision and far below any effect on speed.
 const CELL_MARGIN: f64 = 1e-6;
 /// Points per block of queries handed to one rayon task.
 const QUERY_BLOCK: usize = 512;
 
-/// Where the grid lies: origin, cell width and cells per axis over (up to) three grid axes.
-/// Shared by the CPU grid (axes: the principal axes) and the CUDA one (`gpu::frnn`; axes: the
+/// Where the grid lies: origin, cell width and cells per axis over up to `A` grid axes.
+/// Shared by the CPU grid (`CPU_AXES` principal axes) and the CUDA one (`gpu::frnn`; axes: the
 /// first three dimensions).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct GridGeometry {
-    /// Number of grid axes: `min(dim, 3)`.
+pub(crate) struct GridGeometry<const A: usize = 3> {
+    /// Number of grid axes used: `min(dim, A)`; the others have one cell.
     pub axes: usize,
-    pub lo: [f64; 3],
+    pub lo: [f64; A],
     pub cell: f64,
-    pub shape: [usize; 3],
+    pub shape: [usize; A],
 }
 
-impl GridGeometry {
+impl<const A: usize> GridGeometry<A> {
     /// The grid over the box `lo..=hi` (per axis) for `n` points: cells at least the radius
     /// wide, wider when the box would need too many cells (embeddings often fill a thin shell of
     /// the box, so many empty cells are allowed).
-    pub fn new(lo: [f64; 3], hi: [f64; 3], axes: usize, n: usize, radius: f32) -> Self {
+    pub fn new(lo: [f64; A], hi: [f64; A], axes: usize, n: usize, radius: f32) -> Self {
         let max_cells = (32 * n).max(1 << 16) as f64;
         let mut cell = radius as f64 * (1.0 + CELL_MARGIN);
-        let mut shape = [1usize; 3];
+        let mut shape = [1usize; A];
         loop {
             let mut total = 1.0f64;
             for k in 0..axes {
@@ -104,10 +124,10 @@ impl GridGeometry {
     /// Smallest and largest of the first (up to) three coordinates, in f64: the GPU grid's box
     /// (computed on the device there; this is its host emulation's).
     #[cfg(test)]
-    pub fn bounds(points: &[f32], dim: usize) -> ([f64; 3], [f64; 3]) {
-        let mut lo = [0.0f64; 3];
-        let mut hi = [0.0f64; 3];
-        for k in 0..dim.min(3) {
+    pub fn bounds(points: &[f32], dim: usize) -> ([f64; A], [f64; A]) {
+        let mut lo = [0.0f64; A];
+        let mut hi = [0.0f64; A];
+        for k in 0..dim.min(A) {
             let (mut a, mut b) = (f64::INFINITY, f64::NEG_INFINITY);
             for p in points.chunks_exact(dim) {
                 a = a.min(p[k] as f64);
@@ -121,8 +141,8 @@ impl GridGeometry {
 
     /// The cell of a point from its grid-axis coordinates.
     #[inline]
-    pub fn cell_of(&self, p: &[f64; 3]) -> [usize; 3] {
-        let mut c = [0usize; 3];
+    pub fn cell_of(&self, p: &[f64; A]) -> [usize; A] {
+        let mut c = [0usize; A];
         for k in 0..self.axes {
             let x = ((p[k] - self.lo[k]) / self.cell).floor();
             c[k] = (x.max(0.0) as usize).min(self.shape[k] - 1);
@@ -131,8 +151,10 @@ impl GridGeometry {
     }
 
     #[inline]
-    pub fn linear(&self, c: [usize; 3]) -> usize {
-        (c[0] * self.shape[1] + c[1]) * self.shape[2] + c[2]
+    pub fn linear(&self, c: [usize; A]) -> usize {
+        c.iter()
+            .zip(&self.shape)
+            .fold(0, |acc, (&ck, &sk)| acc * sk + ck)
     }
 
     pub fn num_cells(&self) -> usize {
@@ -194,12 +216,12 @@ fn symmetric_eigen(mut a: Vec<f64>, d: usize) -> Vec<(f64, Vec<f64>)> {
     pairs
 }
 
-/// Up to three orthonormal axes along which the points spread most (principal components);
-/// the coordinate axes when there are no more than three dimensions.
-pub(crate) fn principal_axes(points: &[f32], dim: usize) -> Vec<Vec<f64>> {
+/// Up to `count` orthonormal axes along which the points spread most (principal components);
+/// the coordinate axes when there are no more than `count` dimensions.
+pub(crate) fn principal_axes(points: &[f32], dim: usize, count: usize) -> Vec<Vec<f64>> {
     let n = points.len() / dim;
-    if dim <= 3 || n < 2 {
-        return (0..dim.min(3))
+    if dim <= count || n < 2 {
+        return (0..dim.min(count))
             .map(|k| (0..dim).map(|j| if j == k { 1.0 } else { 0.0 }).collect())
             .collect();
     }
@@ -229,15 +251,20 @@ pub(crate) fn principal_axes(points: &[f32], dim: usize) -> Vec<Vec<f64>> {
     }
     symmetric_eigen(cov, dim)
         .into_iter()
-        .take(3)
+        .take(count)
         .map(|(_, axis)| axis)
         .collect()
 }
 
+/// Principal axes of the CPU grid. A trained embedding at pile-up 200 still spreads along a
+/// fourth axis by more than the radius: binning it too leaves a third of the candidates of
+/// three axes to test, for 81 instead of 27 neighbour cells.
+const CPU_AXES: usize = 4;
+
 /// The coordinates of a point along the grid axes, in f64.
 #[inline]
-fn project(axes: &[Vec<f64>], p: &[f32]) -> [f64; 3] {
-    let mut out = [0.0f64; 3];
+fn project(axes: &[Vec<f64>], p: &[f32]) -> [f64; CPU_AXES] {
+    let mut out = [0.0f64; CPU_AXES];
     for (o, axis) in out.iter_mut().zip(axes) {
         *o = axis.iter().zip(p).map(|(a, &x)| a * x as f64).sum();
     }
@@ -247,9 +274,15 @@ fn project(axes: &[Vec<f64>], p: &[f32]) -> [f64; 3] {
 /// The counting-sorted grid over the principal axes.
 struct Grid {
     dim: usize,
-    geo: GridGeometry,
+    geo: GridGeometry<CPU_AXES>,
     /// Grid-axis coordinates in sorted order.
-    projected: Vec<[f64; 3]>,
+    projected: Vec<[f64; CPU_AXES]>,
+    /// The same in f32, and the squared radius (padded for their rounding) under which a
+    /// candidate passes the cheap tests; see `within`.
+    coarse: Vec<[f32; CPU_AXES]>,
+    coarse_r2: f32,
+    /// Squared radius (padded) for the f32 full-dimension test; infinite turns it off.
+    full_r2: f32,
     /// `cell_start[c]..cell_start[c + 1]`: the sorted positions of the points in cell `c`.
     cell_start: Vec<u32>,
     /// Original index of the point at each sorted position.
@@ -261,13 +294,13 @@ struct Grid {
 impl Grid {
     fn new(points: &[f32], dim: usize, radius: f32) -> Self {
         let n = points.len() / dim;
-        let axes = principal_axes(points, dim);
-        let projected: Vec<[f64; 3]> = points
+        let axes = principal_axes(points, dim, CPU_AXES);
+        let projected: Vec<[f64; CPU_AXES]> = points
             .par_chunks_exact(dim)
             .map(|p| project(&axes, p))
             .collect();
-        let mut lo = [0.0f64; 3];
-        let mut hi = [0.0f64; 3];
+        let mut lo = [0.0f64; CPU_AXES];
+        let mut hi = [0.0f64; CPU_AXES];
         for k in 0..axes.len() {
             lo[k] = projected.iter().map(|c| c[k]).fold(f64::INFINITY, f64::min);
             hi[k] = projected
@@ -302,11 +335,23 @@ impl Grid {
             .for_each(|(dst, &i)| {
                 dst.copy_from_slice(&points[i as usize * dim..(i as usize + 1) * dim])
             });
-        let projected = order.par_iter().map(|&i| projected[i as usize]).collect();
+        let projected: Vec<[f64; CPU_AXES]> =
+            order.par_iter().map(|&i| projected[i as usize]).collect();
+        let coarse = projected.iter().map(|c| c.map(|v| v as f32)).collect();
+        // Rounding a coordinate to f32 moves it by at most 2^-24 of the largest magnitude;
+        // f32 differences, squares and a sum of a dozen terms stay within 1e-6 relative.
+        let largest = lo.iter().chain(&hi).fold(0.0f64, |m, v| m.max(v.abs()));
+        let slack = 4.0 * f32::EPSILON as f64 * largest * (CPU_AXES as f64).sqrt();
+        let r = radius as f64;
+        let coarse_r2 = ((r + slack).powi(2) * (1.0 + 1e-4)) as f32;
+        let full_r2 = (r * r * (1.0 + 1e-4)) as f32;
         Grid {
             dim,
             geo,
             projected,
+            coarse,
+            coarse_r2,
+            full_r2,
             cell_start: start,
             order,
             sorted,
@@ -320,30 +365,69 @@ impl Grid {
 
 impl Grid {
     /// Every other point within the radius of the point at sorted position `pos`, as
-    /// (d2, original index), appended to `near`.
-    fn within(&self, pos: usize, r2: f64, near: &mut Vec<Key>) {
+    /// (d2, original index), appended to `near`. `passed` is scratch space.
+    fn within(&self, pos: usize, r2: f64, near: &mut Vec<Key>, passed: &mut Vec<u32>) {
         let q = self.point(pos);
-        let qp = &self.projected[pos];
-        // The projection never lengthens a distance: a candidate farther along the grid axes
-        // (with a margin far above the rounding) is out. Cheaper than the full distance.
-        let r2_axes = r2 * (1.0 + 1e-9);
+        let qc = self.coarse[pos];
         let geo = &self.geo;
-        let c = geo.cell_of(qp);
-        let lo_hi = |k: usize| (c[k].saturating_sub(1), (c[k] + 1).min(geo.shape[k] - 1));
-        let ((a0, b0), (a1, b1), (a2, b2)) = (lo_hi(0), lo_hi(1), lo_hi(2));
-        for c0 in a0..=b0 {
-            for c1 in a1..=b1 {
-                // The cells along the last grid axis are adjacent in memory: one range.
-                let from = self.cell_start[geo.linear([c0, c1, a2])] as usize;
-                let to = self.cell_start[geo.linear([c0, c1, b2]) + 1] as usize;
-                for cand in from..to {
-                    let cp = &self.projected[cand];
-                    let axes_d2: f64 = (0..geo.axes).map(|k| (qp[k] - cp[k]).powi(2)).sum();
-                    if cand != pos && axes_d2 < r2_axes {
-                        if let Some(d2) = distance2_below(q, self.point(cand), r2) {
-                            near.push((d2, self.order[cand]));
-                        }
-                    }
+        let c = geo.cell_of(&self.projected[pos]);
+        let last = CPU_AXES - 1;
+        let lo = |k: usize| c[k].saturating_sub(1);
+        let hi = |k: usize| (c[k] + 1).min(geo.shape[k] - 1);
+        // Two f32 tests, each with a margin above its rounding, drop candidates before the
+        // exact f64 distance: the projection never lengthens a distance, so a candidate farther
+        // along the grid axes is out; then the full distance in f32. Each test writes every
+        // candidate and advances past the passing ones (no branch to mispredict).
+        passed.clear();
+        let mut kept = 0usize;
+        // Odometer over the block's cells on all axes but the last: the cells along the last
+        // axis are adjacent in memory, one range of sorted positions.
+        let mut cell: [usize; CPU_AXES] = std::array::from_fn(lo);
+        'cells: loop {
+            cell[last] = lo(last);
+            let from = self.cell_start[geo.linear(cell)] as usize;
+            cell[last] = hi(last);
+            let to = self.cell_start[geo.linear(cell) + 1] as usize;
+            passed.resize(kept + (to - from), 0);
+            for (cand, cc) in (from..to).zip(&self.coarse[from..to]) {
+                let mut axes_d2 = 0.0f32;
+                for k in 0..CPU_AXES {
+                    let d = qc[k] - cc[k];
+                    axes_d2 += d * d;
+                }
+                passed[kept] = cand as u32;
+                kept += (axes_d2 < self.coarse_r2) as usize;
+            }
+            let mut k = last;
+            loop {
+                if k == 0 {
+                    break 'cells;
+                }
+                k -= 1;
+                if cell[k] < hi(k) {
+                    cell[k] += 1;
+                    break;
+                }
+                cell[k] = lo(k);
+            }
+        }
+        passed.truncate(kept);
+        if self.full_r2.is_finite() {
+            let mut close = 0usize;
+            for i in 0..passed.len() {
+                let cand = passed[i];
+                let p = self.point(cand as usize);
+                let d2 = distance2_f32(q, p);
+                passed[close] = cand;
+                close += (d2 < self.full_r2) as usize;
+            }
+            passed.truncate(close);
+        }
+        for &cand in passed.iter() {
+            let cand = cand as usize;
+            if cand != pos {
+                if let Some(d2) = distance2_below(q, self.point(cand), r2) {
+                    near.push((d2, self.order[cand]));
                 }
             }
         }
@@ -403,10 +487,11 @@ pub fn radius_graph(
                 dropped: Vec::new(),
             };
             let mut near = Vec::new();
+            let mut passed = Vec::new();
             for pos in positions {
                 let s = grid.order[pos];
                 near.clear();
-                grid.within(pos, r2, &mut near);
+                grid.within(pos, r2, &mut near, &mut passed);
                 if let Some(last) = cut_to_knn(&mut near, cfg.knn) {
                     let from = out.dropped.len();
                     out.dropped.extend_from_slice(&near[cfg.knn..]);
@@ -736,7 +821,7 @@ pub(crate) mod tests {
     fn principal_axes_find_the_spread_of_a_thin_cloud() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let (points, basis) = thin_cloud(&mut rng, 2000, 12);
-        let axes = principal_axes(&points, 12);
+        let axes = principal_axes(&points, 12, 3);
         assert_eq!(axes.len(), 3);
         // widest spread first: each axis lies (almost) along the basis vector of its rank
         for (axis, b) in axes.iter().zip(&basis) {
@@ -745,7 +830,7 @@ pub(crate) mod tests {
         }
         // the coordinate axes at three dimensions or fewer
         assert_eq!(
-            principal_axes(&[1.0, 2.0, 3.0, 4.0], 2),
+            principal_axes(&[1.0, 2.0, 3.0, 4.0], 2, 3),
             vec![vec![1.0, 0.0], vec![0.0, 1.0]]
         );
     }
@@ -758,6 +843,60 @@ pub(crate) mod tests {
                 let (points, _) = thin_cloud(&mut rng, 400, dim);
                 grid_pairs(&points, dim, radius, 16);
             }
+        }
+    }
+
+    #[test]
+    fn grid_equals_brute_force_on_clouds_spread_over_more_axes_than_the_grid() {
+        // five directions of comparable spread, each wider than the radius: every grid axis
+        // is binned and the fifth direction is left to the distance tests
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let dim = 12;
+        for radius in [0.25f32, 0.4] {
+            let mut points = Vec::new();
+            for _ in 0..2000 {
+                let w: Vec<f32> = (0..5)
+                    .map(|k| rng.gen_range(-1.0..1.0) / (1 + k / 2) as f32)
+                    .collect();
+                points.extend(
+                    (0..dim).map(|j| w.get(j).copied().unwrap_or(0.0) + rng.gen_range(-0.01..0.01)),
+                );
+            }
+            let pairs = grid_pairs(&points, dim, radius, 12);
+            assert!(pairs.len() > 2000, "{} pairs", pairs.len());
+        }
+    }
+
+    #[test]
+    fn pairs_just_inside_the_radius_survive_the_f32_pre_tests() {
+        // Pairs apart by (0.6 - 4 ulp, 0.8 + 2 ulp) in two dimensions: 5e-8 inside the radius
+        // 1 in exact arithmetic, while f32 rounds the squared distance to 1. Far apart from
+        // one another (large coordinates, coarse in f32, in the other dimensions).
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let dim = 8usize;
+        let (a, b) = (
+            f32::from_bits(0.6f32.to_bits() - 4),
+            f32::from_bits(0.8f32.to_bits() + 2),
+        );
+        let inside = (a as f64).powi(2) + (b as f64).powi(2);
+        assert!(inside < 1.0 && (a * a + b * b) >= 1.0, "{inside}");
+        let mut points = Vec::new();
+        for i in 0..150 {
+            let mut base: Vec<f32> = (0..dim)
+                .map(|_| 16.0 * rng.gen_range(-60..60) as f32)
+                .collect();
+            let (j, k) = (i % dim, (i + 1 + i / dim) % dim);
+            let k = if k == j { (k + 1) % dim } else { k };
+            base[j] = 0.0;
+            base[k] = 0.0;
+            points.extend_from_slice(&base);
+            base[j] = if rng.gen_bool(0.5) { a } else { -a };
+            base[k] = if rng.gen_bool(0.5) { b } else { -b };
+            points.extend_from_slice(&base);
+        }
+        let pairs = grid_pairs(&points, dim, 1.0, 4);
+        for i in 0..150u32 {
+            assert!(pairs.contains(&(2 * i, 2 * i + 1)), "pair {i} lost");
         }
     }
 

@@ -6,6 +6,11 @@ convert them to bf16. `export` reloads the file and checks it against the Python
 
     python -m exatrkx.export bench --models DIR [--spacepoints 100000] [--edges 1000000]
         [--gnn-edges 300000] [--filter-chunk 16384] [--precision fp32 bf16] [--threads 2]
+    python -m exatrkx.export rescript --model FILE --out FILE
+
+`rescript` exports a filter or GNN file again with this code's forward (the same weights and
+function; e.g. the chunked CPU inference of `models.layers.edge_chunks`), checking that the
+new file gives the old one's outputs.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import torch
 from torch import nn
 
 from exatrkx.models.cost import synthetic_inputs
+from exatrkx.models.layers import ACTIVATIONS
+from exatrkx.models.networks import FilterNet, build_gnn
 
 
 def script(net: nn.Module) -> torch.jit.ScriptModule:
@@ -95,6 +102,75 @@ def export(
         raise RuntimeError(f"{path}: num_features() = {loaded.num_features()}, not {x.shape[1]}")
     tmp.replace(path)
     return path
+
+
+def _linear_weights(state: dict, prefix: str) -> list[torch.Tensor]:
+    """The 2-d weights (linear layers) of the sequential `prefix`, in order."""
+    found = []
+    for key, value in state.items():
+        rest = key[len(prefix) :] if key.startswith(prefix) else ""
+        if rest.endswith(".weight") and rest[:-7].isdigit() and value.dim() == 2:
+            found.append((int(rest[:-7]), value))
+    return [w for _, w in sorted(found, key=lambda item: item[0])]
+
+
+def rebuild(path: Path) -> nn.Module:
+    """The Python network of an exported filter or GNN file: its shape read from the weights
+    (activation from the scripted module's layers), the weights loaded, eval mode."""
+    old = load(path)
+    state = old.state_dict()
+    names = {m.original_name for m in old.modules() if hasattr(m, "original_name")}
+    found = [a for a, cls in ACTIVATIONS.items() if cls.__name__ in names]
+    if len(found) != 1:
+        raise ValueError(f"{path}: cannot tell the activation from {sorted(names)}")
+    activation = found[0]
+    layer_norm = any(v.dim() == 1 and k.endswith(".weight") for k, v in state.items())
+    if "mlp.0.weight" in state and not hasattr(old, "embedding_dim"):
+        linears = _linear_weights(state, "mlp.")
+        net: nn.Module = FilterNet(
+            num_features=old.num_features(),
+            hidden=linears[0].shape[0],
+            layers=len(linears) - 1,
+            activation=activation,
+            layer_norm=layer_norm,
+        )
+    elif "node_encoder.0.weight" in state:
+        hetero = "pixel_encoder.0.weight" in state
+        steps = {k.split(".")[1] for k in state if k.startswith("steps.")}
+        kwargs = dict(
+            num_features=old.num_features(),
+            hidden=state["node_encoder.0.weight"].shape[0],
+            iterations=len(steps),
+            layers=len(_linear_weights(state, "node_encoder.")),
+            activation=activation,
+            layer_norm=layer_norm,
+        )
+        if not hetero:
+            wide = state["node_encoder.0.weight"].shape[1] > 5
+            kwargs["node_columns"] = old.num_features() if wide else 3
+        net = build_gnn("hetero" if hetero else "plain", **kwargs)
+    else:
+        raise ValueError(f"{path}: not a filter or GNN file of this package")
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def rescript(path: Path, out: Path, spacepoints: int = 2000, edges: int = 50_000) -> Path:
+    """Export `path` again with this code (`rebuild`); raises unless the new file gives the
+    old file's logits (to 1e-4) on synthetic inputs larger than one CPU chunk."""
+    net = rebuild(path)
+    x, edge_index = synthetic_inputs(spacepoints, edges, seed=1)
+    with torch.no_grad():
+        want = load(path)(x, edge_index)
+    out = Path(out)
+    fresh = export(net, out.with_name(out.name + ".new"), x, edge_index)
+    with torch.no_grad():
+        got = load(fresh)(x, edge_index)
+    if not torch.allclose(got, want, atol=1e-4, rtol=1e-4):
+        fresh.unlink()
+        worst = (got - want).abs().max().item()
+        raise RuntimeError(f"{path}: the rescripted network differs by up to {worst:.3g}")
+    return fresh.replace(out)
 
 
 @contextmanager
@@ -177,7 +253,14 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     b.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     b.add_argument("--repeats", type=int, default=2)
+    r = sub.add_parser("rescript", help="export a filter or GNN file again with this code")
+    r.add_argument("--model", type=Path, required=True, help="the exported file")
+    r.add_argument("--out", type=Path, required=True, help="where to write (may be --model)")
     args = parser.parse_args(argv)
+    if args.command == "rescript":
+        rescript(args.model, args.out)
+        print(f"{args.out}: same outputs as {args.model}")
+        return
     with torch_threads(args.threads):
         print(f"torch threads {torch.get_num_threads()}")
         bench(

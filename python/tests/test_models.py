@@ -5,7 +5,7 @@ import zipfile
 import pytest
 import torch
 
-from exatrkx.export import export, torch_threads
+from exatrkx.export import export, rebuild, rescript, torch_threads
 from exatrkx.models import EmbeddingNet, FilterNet, build_gnn
 from exatrkx.models.cost import matmul_flops, stage_costs, synthetic_inputs
 from exatrkx.models.graph import canonical_edges, radius_graph
@@ -71,6 +71,60 @@ def test_edge_model_export_matches_python(tmp_path, name):
         assert low.dtype == torch.float32
         assert (low - want).abs().max() < 0.1 * want.abs().max() + 0.05
     assert loaded.num_features() == 9
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_NETS))
+def test_chunked_cpu_inference_is_the_training_function(tmp_path, name):
+    # inference runs per-edge layers in chunks (and the filter's first layer per spacepoint):
+    # the same logits as the training forward, chunked or whole, in Python and scripted
+    net = EDGE_NETS[name]()
+    net.edge_chunk = 700
+    x, edge_index = synthetic_inputs(400, 5000)
+    with torch.no_grad():
+        want = net.train()(x, edge_index)
+        chunked = net.eval()(x, edge_index)
+        net.edge_chunk = 0
+        whole = net(x, edge_index)
+        net.edge_chunk = 700
+    assert torch.allclose(chunked, want, atol=1e-5)
+    assert torch.allclose(whole, want, atol=1e-5)
+    loaded = torch.jit.load(str(export(net, tmp_path / "net.pt", x, edge_index)))
+    assert loaded.edge_chunk == 700
+    with torch.no_grad():
+        assert torch.allclose(loaded(x, edge_index), want, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FilterNet(hidden=24, layers=3, activation="silu"),
+        lambda: build_gnn("plain", hidden=8, iterations=3, node_columns=3, activation="tanh"),
+        lambda: build_gnn("hetero", hidden=16, iterations=2, layers=3),
+    ],
+)
+def test_rescript_rebuilds_the_network_from_its_file(tmp_path, make):
+    net = make().eval()
+    x, edge_index = synthetic_inputs(300, 3000)
+    old = export(net, tmp_path / "old.pt", x, edge_index)
+    rebuilt = rebuild(old)
+    assert type(rebuilt) is type(net)
+    assert repr(rebuilt) == repr(net)
+    new = rescript(old, tmp_path / "new.pt")
+    with torch.no_grad():
+        assert torch.allclose(
+            torch.jit.load(str(new))(x, edge_index), net(x, edge_index), atol=1e-5
+        )
+    # in place, as the model card's command runs it
+    assert rescript(old, old) == old and not (tmp_path / "old.pt.new").exists()
+
+
+def test_rescript_refuses_other_files(tmp_path):
+    net = EmbeddingNet(hidden=16, layers=2, emb_dim=4).eval()
+    x, _ = synthetic_inputs(50, 0)
+    path = export(net, tmp_path / "embed.pt", x)
+    with pytest.raises(ValueError, match="not a filter or GNN"):
+        rescript(path, tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()
 
 
 def test_wrong_inputs_name_the_problem():

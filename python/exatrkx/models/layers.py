@@ -139,7 +139,22 @@ class PairMLP(nn.Module):
         self.rest = nn.Sequential(*rest)
 
     def forward(self, h: Tensor, e: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+        return self.apply_edges(self.src(h), self.dst(h), e, src, dst)
+
+    def apply_edges(self, src_part: Tensor, dst_part: Tensor, e: Tensor, src: Tensor, dst: Tensor):
+        """The MLP on the edges `src`, `dst`, `e` given the node blocks' products (`self.src(h)`,
+        `self.dst(h)`): a chunk of edges can be run alone."""
         # in place on the fresh product (autograd-safe): fewer E x H temporaries
         c = self.edge(e)
-        c = c.add_(self.src(h).index_select(0, src)).add_(self.dst(h).index_select(0, dst))
+        c = c.add_(src_part.index_select(0, src)).add_(dst_part.index_select(0, dst))
         return self.rest(c)
+
+
+def edge_chunks(num_edges: int, chunk: int, device: torch.device) -> list[tuple[int, int]]:
+    """`[start, end)` ranges for running per-edge networks in chunks at inference on the CPU:
+    a chunk's E x H temporaries stay in cache, where the layer norms and activations over the
+    whole graph (hundreds of MB each at pile-up 200) would stream from memory. One range (no
+    chunking) on a GPU or when `chunk` <= 0."""
+    if chunk <= 0 or device.type != "cpu" or num_edges <= chunk:
+        return [(0, num_edges)]
+    return [(s, min(s + chunk, num_edges)) for s in range(0, num_edges, chunk)]

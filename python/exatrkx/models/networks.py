@@ -23,6 +23,7 @@ from exatrkx.models.layers import (
     NUM_SPACEPOINT_INPUTS,
     PairMLP,
     check_inputs,
+    edge_chunks,
     make_mlp,
     node_inputs,
     pair_geometry,
@@ -32,6 +33,8 @@ NUM_FEATURES = 9
 # Strip spacepoints sit at r > 235 mm, pixels at r < 180 mm (TrackML geometry): the gap is wide,
 # so a fixed radius separates them whatever the cluster columns hold.
 STRIP_RADIUS = 0.2
+# Edges per chunk at CPU inference: a few 32-wide fp32 temporaries fit in a core's L2 cache.
+EDGE_CHUNK = 8192
 
 
 class EmbeddingNet(nn.Module):
@@ -93,13 +96,38 @@ class FilterNet(nn.Module):
         width = 2 * NUM_NODE_INPUTS + NUM_EDGE_GEOMETRY
         self.mlp = make_mlp([width] + [hidden] * layers + [1], activation, layer_norm)
         self._num_features = num_features
+        self.node_width = NUM_NODE_INPUTS
+        self.edge_chunk = EDGE_CHUNK
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         check_inputs(x, edge_index, self._num_features)
-        a = x.index_select(0, edge_index[0]).float()
-        b = x.index_select(0, edge_index[1]).float()
-        h = torch.cat([node_inputs(a), node_inputs(b), pair_geometry(a, b)], 1)
-        return self.mlp(h.to(self.mlp[0].weight.dtype)).squeeze(-1).float()
+        src, dst = edge_index[0], edge_index[1]
+        if self.training:
+            a = x.index_select(0, src).float()
+            b = x.index_select(0, dst).float()
+            h = torch.cat([node_inputs(a), node_inputs(b), pair_geometry(a, b)], 1)
+            return self.mlp(h.to(self.mlp[0].weight.dtype)).squeeze(-1).float()
+        # Inference: the first layer's blocks for the two ends are applied once per spacepoint
+        # (the same function), and on the CPU the edges run in cache-sized chunks.
+        first = self.mlp[0]
+        dtype = first.weight.dtype
+        k = self.node_width
+        inputs = node_inputs(x).to(dtype)
+        src_part = inputs.matmul(first.weight[:, :k].t())
+        dst_part = inputs.matmul(first.weight[:, k : 2 * k].t())
+        geometry_weight = first.weight[:, 2 * k :].t()
+        position = x[:, :3].float()
+        scores = torch.empty(src.size(0), dtype=torch.float32, device=x.device)
+        for start, end in edge_chunks(src.size(0), self.edge_chunk, x.device):
+            s, d = src[start:end], dst[start:end]
+            geometry = pair_geometry(position.index_select(0, s), position.index_select(0, d))
+            h = torch.addmm(first.bias, geometry.to(dtype), geometry_weight)
+            h = h.add_(src_part.index_select(0, s)).add_(dst_part.index_select(0, d))
+            for i, layer in enumerate(self.mlp):
+                if i > 0:
+                    h = layer(h)
+            scores[start:end] = h.squeeze(-1).float()
+        return scores
 
     @torch.jit.export
     def num_features(self) -> int:
@@ -140,12 +168,33 @@ class InteractionStep(nn.Module):
         return self.node_net(m)
 
     def forward(
-        self, h: Tensor, e: Tensor, src: Tensor, dst: Tensor, pixel: Tensor, strip: Tensor
+        self,
+        h: Tensor,
+        e: Tensor,
+        src: Tensor,
+        dst: Tensor,
+        pixel: Tensor,
+        strip: Tensor,
+        chunks: list[tuple[int, int]],
     ) -> tuple[Tensor, Tensor]:
-        e = e + self.edge_net(h, e, src, dst)
         shape = [h.size(0), e.size(1)]
-        incoming = torch.zeros(shape, dtype=e.dtype, device=e.device).index_add_(0, dst, e)
-        outgoing = torch.zeros(shape, dtype=e.dtype, device=e.device).index_add_(0, src, e)
+        incoming = torch.zeros(shape, dtype=e.dtype, device=e.device)
+        outgoing = torch.zeros(shape, dtype=e.dtype, device=e.device)
+        if len(chunks) == 1:
+            e = e + self.edge_net(h, e, src, dst)
+            incoming.index_add_(0, dst, e)
+            outgoing.index_add_(0, src, e)
+        else:
+            # inference on the CPU: update and aggregate chunk by chunk (the same function), in
+            # place: e is this forward's own tensor and no gradient flows at inference
+            src_part = self.edge_net.src(h)
+            dst_part = self.edge_net.dst(h)
+            for start, end in chunks:
+                s, d = src[start:end], dst[start:end]
+                chunk = e[start:end]
+                chunk.add_(self.edge_net.apply_edges(src_part, dst_part, chunk, s, d))
+                incoming.index_add_(0, d, chunk)
+                outgoing.index_add_(0, s, chunk)
         m = torch.cat([h, incoming.to(h.dtype), outgoing.to(h.dtype)], 1)
         h = h + self.update_nodes(m, pixel, strip)
         return h, e
@@ -201,6 +250,8 @@ class InteractionGNN(nn.Module):
         self.output = PairMLP(
             hidden, hidden, [hidden] * (layers - 1) + [1], activation, layer_norm, False
         )
+        # edges per chunk of the per-edge networks at inference on the CPU (`edge_chunks`)
+        self.edge_chunk = EDGE_CHUNK
 
     def make_step(self, hidden: int, layers: int, activation: str, layer_norm: bool):
         return InteractionStep(hidden, layers, activation, layer_norm)
@@ -228,9 +279,22 @@ class InteractionGNN(nn.Module):
         pixel = torch.nonzero(~is_strip).squeeze(1)
         dtype = self.dtype()
         h, e = self.encode(xf, src, dst, geometry.to(dtype), pixel, strip)
+        chunks = [(0, src.size(0))]
+        if not self.training:
+            chunks = edge_chunks(src.size(0), self.edge_chunk, src.device)
         for step in self.steps:
-            h, e = step(h, e, src, dst, pixel, strip)
-        return self.output(h, e, src, dst).squeeze(-1).float()
+            h, e = step(h, e, src, dst, pixel, strip, chunks)
+        if len(chunks) == 1:
+            return self.output(h, e, src, dst).squeeze(-1).float()
+        src_part = self.output.src(h)
+        dst_part = self.output.dst(h)
+        scores = torch.empty(src.size(0), dtype=torch.float32, device=src.device)
+        for start, end in chunks:
+            out = self.output.apply_edges(
+                src_part, dst_part, e[start:end], src[start:end], dst[start:end]
+            )
+            scores[start:end] = out.squeeze(-1).float()
+        return scores
 
     @torch.jit.export
     def num_features(self) -> int:
