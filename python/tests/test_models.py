@@ -88,6 +88,10 @@ def test_chunked_cpu_inference_is_the_training_function(tmp_path, name):
         net.edge_chunk = 700
     assert torch.allclose(chunked, want, atol=1e-5)
     assert torch.allclose(whole, want, atol=1e-5)
+    # with autograd recording, eval mode still gives gradients (the GNN runs whole then)
+    net.zero_grad()
+    net(x, edge_index).sum().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
     loaded = torch.jit.load(str(export(net, tmp_path / "net.pt", x, edge_index)))
     assert loaded.edge_chunk == 700
     with torch.no_grad():

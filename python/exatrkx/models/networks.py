@@ -186,7 +186,7 @@ class InteractionStep(nn.Module):
             outgoing.index_add_(0, src, e)
         else:
             # inference on the CPU: update and aggregate chunk by chunk (the same function), in
-            # place: e is this forward's own tensor and no gradient flows at inference
+            # place (e is this forward's own tensor, and the caller records no gradient)
             src_part = self.edge_net.src(h)
             dst_part = self.edge_net.dst(h)
             for start, end in chunks:
@@ -280,7 +280,8 @@ class InteractionGNN(nn.Module):
         dtype = self.dtype()
         h, e = self.encode(xf, src, dst, geometry.to(dtype), pixel, strip)
         chunks = [(0, src.size(0))]
-        if not self.training:
+        if not self.training and not e.requires_grad:
+            # the chunked steps update e in place: only where autograd records nothing
             chunks = edge_chunks(src.size(0), self.edge_chunk, src.device)
         for step in self.steps:
             h, e = step(h, e, src, dst, pixel, strip, chunks)
