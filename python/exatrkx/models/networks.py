@@ -359,6 +359,13 @@ class HeteroInteractionGNN(InteractionGNN):
         flip = src_strip.index_select(0, ps)
         pixel_end = torch.where(flip, ps_dst, ps_src)
         strip_end = torch.where(flip, ps_src, ps_dst)
+        ends = [
+            (pp, src.index_select(0, pp), dst.index_select(0, pp)),
+            (ps, pixel_end, strip_end),
+            (ss, src.index_select(0, ss), dst.index_select(0, ss)),
+        ]
+        if not self.training:
+            return h, self.encode_edges(inputs, geometry, src.size(0), ends)
         pp_in = torch.cat(
             [
                 inputs.index_select(0, src.index_select(0, pp))[:, :pix],
@@ -392,6 +399,64 @@ class HeteroInteractionGNN(InteractionGNN):
             ],
         )
         return h, e
+
+    def encode_edges(
+        self,
+        inputs: Tensor,
+        geometry: Tensor,
+        num_edges: int,
+        ends: list[tuple[Tensor, Tensor, Tensor]],
+    ) -> Tensor:
+        """Inference: the three edge encoders of `encode` (pixel-pixel, mixed, strip-strip; each
+        `(edges, first end, second end)` of `ends`), their first layers' node blocks applied
+        once per spacepoint and, on the CPU, the edges in cache-sized chunks. The same function
+        as the concatenated inputs of training."""
+        pix, full = self.pixel_inputs, inputs.size(1)
+        width = self.edge_encoder[0].weight.size(0)
+        e = torch.empty(num_edges, width, dtype=inputs.dtype, device=inputs.device)
+        for kind, (ids, first_end, second_end) in enumerate(ends):
+            if kind == 0:
+                weight, bias, first_cols, second_cols = (
+                    self.pixel_edge_encoder[0].weight,
+                    self.pixel_edge_encoder[0].bias,
+                    pix,
+                    pix,
+                )
+            elif kind == 1:
+                weight, bias, first_cols, second_cols = (
+                    self.mixed_edge_encoder[0].weight,
+                    self.mixed_edge_encoder[0].bias,
+                    pix,
+                    full,
+                )
+            else:
+                weight, bias, first_cols, second_cols = (
+                    self.edge_encoder[0].weight,
+                    self.edge_encoder[0].bias,
+                    full,
+                    full,
+                )
+            both = first_cols + second_cols
+            first_part = inputs[:, :first_cols].matmul(weight[:, :first_cols].t())
+            second_part = inputs[:, :second_cols].matmul(weight[:, first_cols:both].t())
+            geometry_weight = weight[:, both:].t()
+            for start, end in edge_chunks(ids.size(0), self.edge_chunk, inputs.device):
+                rows = ids[start:end]
+                c = torch.addmm(bias, geometry.index_select(0, rows), geometry_weight)
+                c = c.add_(first_part.index_select(0, first_end[start:end]))
+                c = c.add_(second_part.index_select(0, second_end[start:end]))
+                # the rest of the encoder (TorchScript cannot pick a module by value)
+                if kind == 0:
+                    for i, layer in enumerate(self.pixel_edge_encoder):
+                        c = layer(c) if i > 0 else c
+                elif kind == 1:
+                    for i, layer in enumerate(self.mixed_edge_encoder):
+                        c = layer(c) if i > 0 else c
+                else:
+                    for i, layer in enumerate(self.edge_encoder):
+                        c = layer(c) if i > 0 else c
+                e.index_copy_(0, rows, c)
+        return e
 
 
 def build_gnn(model: str, **kwargs) -> InteractionGNN:
