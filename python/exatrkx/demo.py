@@ -34,13 +34,24 @@ def simulate(out: Path, mu: int, events: int, seed: int) -> None:
     subprocess.run(cmd, check=True)
 
 
-def server_compute_ms(stats: dict) -> tuple[float, float]:
-    """Mean queue and compute (input + infer + output) time per successful request, in ms."""
+STAT_KEYS = ("success", "queue", "compute_input", "compute_infer", "compute_output")
+
+
+def _totals(stats: dict) -> dict[str, tuple[int, int]]:
     model = stats["model_stats"][0]["inference_stats"]
-    count = max(1, int(model["success"]["count"]))
-    queue = int(model["queue"]["ns"]) / count / 1e6
-    compute = sum(int(model[k]["ns"]) for k in ("compute_input", "compute_infer", "compute_output"))
-    return queue, compute / count / 1e6
+    return {k: (int(model[k].get("count", 0)), int(model[k]["ns"])) for k in STAT_KEYS}
+
+
+def server_compute_ms(after: dict, before: dict | None = None) -> tuple[float, float]:
+    """Mean queue and compute (input + infer + output) time per successful request, in ms,
+    over the requests between the `before` and `after` statistics (Triton's are cumulative:
+    the warm-up request must not dilute the events' means)."""
+    end = _totals(after)
+    start = _totals(before) if before else {k: (0, 0) for k in STAT_KEYS}
+    ns = {k: end[k][1] - start[k][1] for k in STAT_KEYS}
+    count = max(1, end["success"][0] - start["success"][0])
+    compute = ns["compute_input"] + ns["compute_infer"] + ns["compute_output"]
+    return ns["queue"] / count / 1e6, compute / count / 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         warm = trackml.read_event(events_dir, trackml.list_events(events_dir)[0])
         with ExaTrkXClient(url, protocol=args.protocol) as client:
             client.infer(trackml.features(warm)[:2000])
+        warm_stats = server.model_statistics()
         print(f"== sending {args.events} events over {args.protocol}")
         shutil.rmtree(labels_dir, ignore_errors=True)
         results = run_events(url, events_dir, labels_dir, protocol=args.protocol)
-        queue_ms, compute_ms = server_compute_ms(server.model_statistics())
+        queue_ms, compute_ms = server_compute_ms(server.model_statistics(), warm_stats)
     failed = [r for r in results if r.error]
     if failed:
         print(f"{len(failed)} events failed; server log: {args.work / 'tritonserver.log'}")
