@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from exatrkx import evaluate, paths, trackml
+from exatrkx.bench_repository import environment
 from exatrkx.server import TritonServer
 from exatrkx_client import ExaTrkXClient, run_events, summarize
 
@@ -54,6 +55,18 @@ def server_compute_ms(after: dict, before: dict | None = None) -> tuple[float, f
     return ns["queue"] / count / 1e6, compute / count / 1e6
 
 
+def server_threads(asked: int | None) -> int:
+    """Intra-op threads for the server: as asked, else OMP_NUM_THREADS, else one core left to
+    the server's other threads. An OpenMP team as wide as the machine waits at every barrier
+    for whichever member the server's gRPC threads or the client preempted: on 2 cores a
+    pile-up-200 event took 12.8 s with 2 threads and 8.4 s with 1 (in-process 2 threads win)."""
+    if asked is not None:
+        return max(1, asked)
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m exatrkx.demo", description=__doc__)
     parser.add_argument("--mu", type=int, default=200, help="pile-up (default 200)")
@@ -62,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=paths.REPO_ROOT / "data" / "demo")
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     parser.add_argument("--model-repository", type=Path, default=paths.MODEL_REPOSITORY)
+    parser.add_argument(
+        "--server-threads",
+        type=int,
+        default=None,
+        help="OMP_NUM_THREADS (libtorch intra-op threads) for tritonserver; default: "
+        "OMP_NUM_THREADS when set, else one less than the cores (docs/SERVING.md)",
+    )
     args = parser.parse_args(argv)
 
     events_dir, labels_dir = args.work / "events", args.work / "labels"
@@ -70,8 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     simulate(events_dir, args.mu, args.events, args.seed)
     print(f"   {time.perf_counter() - start:.1f} s -> {events_dir}")
 
-    print(f"== starting tritonserver with {args.model_repository}")
-    with TritonServer(args.model_repository, log_path=args.work / "tritonserver.log") as server:
+    threads = server_threads(args.server_threads)
+    print(f"== starting tritonserver with {args.model_repository} ({threads} intra-op threads)")
+    with (
+        environment({"OMP_NUM_THREADS": str(threads)}),
+        TritonServer(args.model_repository, log_path=args.work / "tritonserver.log") as server,
+    ):
         url = server.grpc_url if args.protocol == "grpc" else server.http_url
         print(f"   ready: gRPC {server.grpc_url}, HTTP {server.http_url}")
         # one small request first, so the reported latencies are those of a warm server

@@ -1,6 +1,6 @@
 """The demo's report of the server's own statistics."""
 
-from exatrkx.demo import server_compute_ms
+from exatrkx.demo import server_compute_ms, server_threads
 
 
 def stats(count: int, queue_ns: int, infer_ns: int) -> dict:
@@ -33,3 +33,15 @@ def test_compute_is_the_mean_over_the_requests_after_the_warm_up():
     # without the warm-up snapshot the mean over all four requests
     _, diluted = server_compute_ms(end)
     assert diluted < 0.8 * compute_ms
+
+
+def test_server_threads_leave_a_core_to_the_server(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert server_threads(None) == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert server_threads(None) == 15
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert server_threads(None) == 4
+    assert server_threads(2) == 2
+    assert server_threads(0) == 1
