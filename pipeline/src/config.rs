@@ -60,6 +60,9 @@ pub struct PipelineConfig {
     pub gpu_filter_chunk: usize,
     pub max_spacepoints: usize,
     pub allow_cpu_fallback: bool,
+    /// libtorch intra-op threads for this pipeline's runs; 0 leaves libtorch's choice (one per
+    /// core, or `OMP_NUM_THREADS`).
+    pub intra_op_threads: usize,
     pub device: DeviceKind,
 }
 
@@ -86,6 +89,7 @@ impl Default for PipelineConfig {
             gpu_filter_chunk: 1 << 20,
             max_spacepoints: 500_000,
             allow_cpu_fallback: false,
+            intra_op_threads: 0,
             device: DeviceKind::Cpu,
         }
     }
@@ -112,6 +116,7 @@ pub const PARAMETER_KEYS: &[&str] = &[
     "gpu_filter_chunk",
     "max_spacepoints",
     "allow_cpu_fallback",
+    "intra_op_threads",
 ];
 
 fn bad(key: &str, value: &str, expected: &str) -> PipelineError {
@@ -194,6 +199,7 @@ impl PipelineConfig {
             "filter_chunk" => self.filter_chunk = parse_usize(key, value)?,
             "gpu_filter_chunk" => self.gpu_filter_chunk = parse_usize(key, value)?,
             "max_spacepoints" => self.max_spacepoints = parse_usize(key, value)?,
+            "intra_op_threads" => self.intra_op_threads = parse_usize(key, value)?,
             "allow_cpu_fallback" => {
                 self.allow_cpu_fallback = match v.to_ascii_lowercase().as_str() {
                     "true" | "1" | "yes" | "on" => true,
@@ -406,6 +412,7 @@ mod tests {
             ("gpu_filter_chunk", "500000"),
             ("max_spacepoints", "3000"),
             ("allow_cpu_fallback", "true"),
+            ("intra_op_threads", "1"),
         ];
         assert_eq!(samples.len(), PARAMETER_KEYS.len());
         let mut cfg = PipelineConfig::default();
@@ -421,9 +428,10 @@ mod tests {
                 cfg.knn,
                 cfg.min_track_length,
                 cfg.filter_chunk,
-                cfg.gpu_filter_chunk
+                cfg.gpu_filter_chunk,
+                cfg.intra_op_threads
             ),
-            (50, 4, 2000, 500_000)
+            (50, 4, 2000, 500_000, 1)
         );
         assert!(cfg.allow_cpu_fallback);
         assert_eq!(cfg.gnn_path(), PathBuf::from("./g.pt"));

@@ -247,6 +247,10 @@ impl Pipeline {
             ..Default::default()
         };
         let _no_grad = tch::no_grad_guard();
+        if self.config().intra_op_threads > 0 {
+            // per calling thread for OpenMP (each Triton instance has its own thread)
+            tch::set_num_threads(self.config().intra_op_threads as i32);
+        }
         let timings = &mut out.timings;
         let ctx = &self.ctx;
         let _stream = ctx.enter_event()?;

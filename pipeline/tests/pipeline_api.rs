@@ -202,3 +202,21 @@ fn batches_and_chunks_give_the_same_numbers() {
     assert_eq!(chunked.size(), [1500]);
     assert!(one_call.allclose(&chunked, 1e-6, 1e-7, false));
 }
+
+#[test]
+fn intra_op_threads_apply_to_the_running_thread() {
+    let (features, _) = fixture_event();
+    // a thread of its own, as a Triton instance has: the OpenMP setting is per thread
+    std::thread::spawn(move || {
+        tch::set_num_threads(2);
+        let want = OutputRequest::default();
+        let default = Pipeline::new(config(&[])).unwrap();
+        default.run(&input(&features, None), want).unwrap();
+        assert_eq!(tch::get_num_threads(), 2, "0 leaves libtorch's setting");
+        let one = Pipeline::new(config(&[("intra_op_threads", "1")])).unwrap();
+        one.run(&input(&features, None), want).unwrap();
+        assert_eq!(tch::get_num_threads(), 1);
+    })
+    .join()
+    .unwrap();
+}

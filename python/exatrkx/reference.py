@@ -56,6 +56,7 @@ PARAMETER_KEYS = (
     "gpu_filter_chunk",
     "max_spacepoints",
     "allow_cpu_fallback",
+    "intra_op_threads",
 )
 
 _ALIASES = {
@@ -112,6 +113,7 @@ class PipelineParameters:
     filter_chunk: int = 16384
     gpu_filter_chunk: int = 1 << 20  # parsed and checked; the reference runs on the CPU
     max_spacepoints: int = 500_000
+    intra_op_threads: int = 0  # parsed and checked; the reference keeps torch's setting
     allow_cpu_fallback: bool = False
 
     def set(self, key: str, value: str) -> None:
@@ -131,6 +133,7 @@ class PipelineParameters:
                 "embedding_batch",
                 "filter_chunk",
                 "gpu_filter_chunk",
+                "intra_op_threads",
             ):
                 setattr(self, key, int(v))
             elif key == "max_spacepoints":
@@ -166,6 +169,8 @@ class PipelineParameters:
         ):
             if getattr(self, key) < 1:
                 problems.append(f"{key} must be at least 1")
+        if self.intra_op_threads < 0:
+            problems.append("intra_op_threads must not be negative")
         if problems:
             raise ValueError("invalid pipeline parameters: " + "; ".join(problems))
 
