@@ -359,46 +359,43 @@ class HeteroInteractionGNN(InteractionGNN):
         flip = src_strip.index_select(0, ps)
         pixel_end = torch.where(flip, ps_dst, ps_src)
         strip_end = torch.where(flip, ps_src, ps_dst)
+        # per edge kind (0 pixel-pixel, 1 mixed, 2 strip-strip): its edges, their two ends,
+        # and how many input columns each end contributes
         ends = [
             (pp, src.index_select(0, pp), dst.index_select(0, pp)),
             (ps, pixel_end, strip_end),
             (ss, src.index_select(0, ss), dst.index_select(0, ss)),
         ]
+        columns = [(pix, pix), (pix, inputs.size(1)), (inputs.size(1), inputs.size(1))]
         if not self.training:
-            return h, self.encode_edges(inputs, geometry, src.size(0), ends)
-        pp_in = torch.cat(
-            [
-                inputs.index_select(0, src.index_select(0, pp))[:, :pix],
-                inputs.index_select(0, dst.index_select(0, pp))[:, :pix],
-                geometry.index_select(0, pp),
-            ],
-            1,
-        )
-        ps_in = torch.cat(
-            [
-                inputs.index_select(0, pixel_end)[:, :pix],
-                inputs.index_select(0, strip_end),
-                geometry.index_select(0, ps),
-            ],
-            1,
-        )
-        ss_in = torch.cat(
-            [
-                inputs.index_select(0, src.index_select(0, ss)),
-                inputs.index_select(0, dst.index_select(0, ss)),
-                geometry.index_select(0, ss),
-            ],
-            1,
-        )
-        e = merge_rows(
-            src.size(0),
-            [
-                (pp, self.pixel_edge_encoder(pp_in)),
-                (ps, self.mixed_edge_encoder(ps_in)),
-                (ss, self.edge_encoder(ss_in)),
-            ],
-        )
-        return h, e
+            return h, self.encode_edges(inputs, geometry, src.size(0), ends, columns)
+        parts: list[tuple[Tensor, Tensor]] = []
+        for kind, (ids, first_end, second_end) in enumerate(ends):
+            first_cols, second_cols = columns[kind]
+            edge_in = torch.cat(
+                [
+                    inputs.index_select(0, first_end)[:, :first_cols],
+                    inputs.index_select(0, second_end)[:, :second_cols],
+                    geometry.index_select(0, ids),
+                ],
+                1,
+            )
+            parts.append((ids, self.edge_encoder_layers(kind, edge_in, 0)))
+        return h, merge_rows(src.size(0), parts)
+
+    def edge_encoder_layers(self, kind: int, c: Tensor, first: int) -> Tensor:
+        """Layers `first`, ... of the edge encoder of `kind` (0 pixel-pixel: the inherited
+        `edge_encoder` serves strip-strip) on `c` (TorchScript cannot pick a module by value)."""
+        if kind == 0:
+            for i, layer in enumerate(self.pixel_edge_encoder):
+                c = layer(c) if i >= first else c
+        elif kind == 1:
+            for i, layer in enumerate(self.mixed_edge_encoder):
+                c = layer(c) if i >= first else c
+        else:
+            for i, layer in enumerate(self.edge_encoder):
+                c = layer(c) if i >= first else c
+        return c
 
     def encode_edges(
         self,
@@ -406,56 +403,34 @@ class HeteroInteractionGNN(InteractionGNN):
         geometry: Tensor,
         num_edges: int,
         ends: list[tuple[Tensor, Tensor, Tensor]],
+        columns: list[tuple[int, int]],
     ) -> Tensor:
-        """Inference: the three edge encoders of `encode` (pixel-pixel, mixed, strip-strip; each
-        `(edges, first end, second end)` of `ends`), their first layers' node blocks applied
+        """Inference: the edge encoders of `encode`, their first layers' node blocks applied
         once per spacepoint and, on the CPU, the edges in cache-sized chunks. The same function
         as the concatenated inputs of training."""
-        pix, full = self.pixel_inputs, inputs.size(1)
-        width = self.edge_encoder[0].weight.size(0)
-        e = torch.empty(num_edges, width, dtype=inputs.dtype, device=inputs.device)
+        weights = [
+            self.pixel_edge_encoder[0].weight,
+            self.mixed_edge_encoder[0].weight,
+            self.edge_encoder[0].weight,
+        ]
+        biases = [
+            self.pixel_edge_encoder[0].bias,
+            self.mixed_edge_encoder[0].bias,
+            self.edge_encoder[0].bias,
+        ]
+        e = torch.empty(num_edges, weights[0].size(0), dtype=inputs.dtype, device=inputs.device)
         for kind, (ids, first_end, second_end) in enumerate(ends):
-            if kind == 0:
-                weight, bias, first_cols, second_cols = (
-                    self.pixel_edge_encoder[0].weight,
-                    self.pixel_edge_encoder[0].bias,
-                    pix,
-                    pix,
-                )
-            elif kind == 1:
-                weight, bias, first_cols, second_cols = (
-                    self.mixed_edge_encoder[0].weight,
-                    self.mixed_edge_encoder[0].bias,
-                    pix,
-                    full,
-                )
-            else:
-                weight, bias, first_cols, second_cols = (
-                    self.edge_encoder[0].weight,
-                    self.edge_encoder[0].bias,
-                    full,
-                    full,
-                )
+            weight, (first_cols, second_cols) = weights[kind], columns[kind]
             both = first_cols + second_cols
             first_part = inputs[:, :first_cols].matmul(weight[:, :first_cols].t())
             second_part = inputs[:, :second_cols].matmul(weight[:, first_cols:both].t())
             geometry_weight = weight[:, both:].t()
             for start, end in edge_chunks(ids.size(0), self.edge_chunk, inputs.device):
                 rows = ids[start:end]
-                c = torch.addmm(bias, geometry.index_select(0, rows), geometry_weight)
+                c = torch.addmm(biases[kind], geometry.index_select(0, rows), geometry_weight)
                 c = c.add_(first_part.index_select(0, first_end[start:end]))
                 c = c.add_(second_part.index_select(0, second_end[start:end]))
-                # the rest of the encoder (TorchScript cannot pick a module by value)
-                if kind == 0:
-                    for i, layer in enumerate(self.pixel_edge_encoder):
-                        c = layer(c) if i > 0 else c
-                elif kind == 1:
-                    for i, layer in enumerate(self.mixed_edge_encoder):
-                        c = layer(c) if i > 0 else c
-                else:
-                    for i, layer in enumerate(self.edge_encoder):
-                        c = layer(c) if i > 0 else c
-                e.index_copy_(0, rows, c)
+                e.index_copy_(0, rows, self.edge_encoder_layers(kind, c, 1))
         return e
 
 
