@@ -61,13 +61,17 @@ class TritonPythonModel:
             "embedding": params.embedding_model,
             "filter": params.filter_model,
             "gnn": params.gnn_model,
+            "tracks": params.track_model or None,
         }.get(self.stage)
         self.network = None
         if network is not None:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated")
                 module = torch.jit.load(str(version_dir / network), map_location="cpu").eval()
-            self.network = module.to(self.dtype) if self.dtype != torch.float32 else module
+            keep_fp32 = self.stage == "tracks"  # the track-quality network runs in fp32
+            self.network = (
+                module.to(self.dtype) if self.dtype != torch.float32 and not keep_fp32 else module
+            )
         self.module_map = (
             reference.read_module_map(version_dir / params.module_map)
             if self.stage == "module_map_graph"
@@ -99,17 +103,10 @@ class TritonPythonModel:
         if self.stage == "tracks":
             edges = self._input(request, "EDGE_INDEX").astype(np.int64)
             scores = self._input(request, "EDGE_SCORES").astype(np.float32)
-            n = len(features)
-            if p.track_builder == "cc":
-                labels = ref.connected_components(n, edges, p.min_track_length)
-            else:
-                labels = ref.walkthrough(
-                    n,
-                    edges,
-                    scores,
-                    p.walk_min_cut,
-                    p.walk_high_cut,
-                    p.min_track_length,
+            labels, second_pass = ref.track_candidates(len(features), edges, scores, p)
+            if self.network is not None:
+                labels = ref.select_by_quality(
+                    self.network, features, labels, second_pass, edges, scores, p.track_cut
                 )
             return {"LABELS": labels.astype(np.int64)}
         if self.stage == "radius_graph":

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use exatrkx_pipeline::track_building::{connected_components, walkthrough};
+use exatrkx_pipeline::track_building::{connected_components, walkthrough_passes};
+use exatrkx_pipeline::track_quality::TrackQuality;
 use exatrkx_pipeline::{EventInput, OutputRequest, Pipeline, PipelineConfig, TrackBuilder};
 use trackml::evaluate::{evaluate, EvalConfig, Metrics};
 use trackml::{features, io};
@@ -14,12 +15,14 @@ use trackml::{features, io};
 use crate::run::{event_ids, pipeline_config, ModelArgs};
 
 /// The settings a scan may vary: they act after the GNN.
-const TRACK_KEYS: [&str; 5] = [
+const TRACK_KEYS: [&str; 7] = [
     "gnn_cut",
     "track_builder",
     "walk_min_cut",
     "walk_high_cut",
     "min_track_length",
+    "walk_rescue_cut",
+    "track_cut",
 ];
 
 #[derive(clap::Args)]
@@ -33,8 +36,8 @@ pub struct Args {
     #[arg(long = "event")]
     event_ids: Vec<u64>,
     /// Values of one track-building setting, `key=v1,v2,...` (repeatable; keys: gnn_cut,
-    /// track_builder, walk_min_cut, walk_high_cut, min_track_length). Unlisted settings keep
-    /// their configured value.
+    /// track_builder, walk_min_cut, walk_high_cut, min_track_length, walk_rescue_cut
+    /// (`none` for one pass), track_cut). Unlisted settings keep their configured value.
     #[arg(long = "grid", value_name = "KEY=V1,V2,...")]
     grid: Vec<String>,
     /// Write every setting's metrics here as JSON lines.
@@ -86,8 +89,16 @@ fn apply(base: &PipelineConfig, setting: &Setting) -> anyhow::Result<PipelineCon
     Ok(cfg)
 }
 
-/// Track labels of one setting from the edges (above the scan's lowest GNN cut) and scores.
-fn build(n: usize, index: &[i64], scores: &[f32], cfg: &PipelineConfig) -> Vec<i64> {
+/// Track labels of one setting from the edges (above the scan's lowest GNN cut) and scores,
+/// through the pipeline's track-quality network when it has one.
+fn build(
+    x: &[f32],
+    index: &[i64],
+    scores: &[f32],
+    cfg: &PipelineConfig,
+    quality: Option<&TrackQuality>,
+) -> anyhow::Result<Vec<i64>> {
+    let n = x.len() / features::NUM_FEATURES;
     let (src_all, dst_all) = index.split_at(index.len() / 2);
     let keep: Vec<usize> = (0..scores.len())
         .filter(|&i| scores[i] > cfg.gnn_cut)
@@ -99,9 +110,23 @@ fn build(n: usize, index: &[i64], scores: &[f32], cfg: &PipelineConfig) -> Vec<i
         TrackBuilder::ConnectedComponents => {
             connected_components(n, &src, &dst, cfg.min_track_length)
         }
-        TrackBuilder::Walkthrough => walkthrough(n, &src, &dst, &w, &cfg.walkthrough()),
+        TrackBuilder::Walkthrough => walkthrough_passes(n, &src, &dst, &w, &cfg.walkthrough()),
     };
-    tracks.labels
+    Ok(match quality {
+        Some(q) => {
+            q.select(
+                x,
+                features::NUM_FEATURES,
+                &tracks,
+                &src,
+                &dst,
+                &w,
+                cfg.track_cut,
+            )?
+            .labels
+        }
+        None => tracks.labels,
+    })
 }
 
 fn describe(setting: &Setting) -> String {
@@ -182,7 +207,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             start.elapsed().as_secs_f64()
         );
         for (cfg, total) in configs.iter().zip(totals.iter_mut()) {
-            let labels = build(n, &index, &scores, cfg);
+            let labels = build(&x, &index, &scores, cfg, pipeline.track_quality())?;
             total.merge(&evaluate(&event, &labels, &eval_cfg)?);
         }
     }
@@ -273,8 +298,22 @@ mod tests {
             gnn_cut: 0.1,
             ..Default::default()
         };
-        assert_eq!(build(4, &index, &scores, &cfg), vec![0, 0, 0, 0]);
+        let x = vec![0f32; 4 * features::NUM_FEATURES];
+        let labels = |cfg: &PipelineConfig| build(&x, &index, &scores, cfg, None).unwrap();
+        assert_eq!(labels(&cfg), vec![0, 0, 0, 0]);
         cfg.gnn_cut = 0.5;
-        assert_eq!(build(4, &index, &scores, &cfg), vec![0, 0, 1, 1]);
+        assert_eq!(labels(&cfg), vec![0, 0, 1, 1]);
+        // the walkthrough's second pass follows the middle edge the first pass would not
+        cfg.gnn_cut = 0.1;
+        cfg.track_builder = TrackBuilder::Walkthrough;
+        cfg.min_track_length = 3;
+        (cfg.walk_min_cut, cfg.walk_high_cut) = (0.5, 0.95);
+        let index = [0i64, 1, 1, 2, 1, 2, 3, 4];
+        let scores = [0.9f32, 0.3, 0.2, 0.9];
+        let x = vec![0f32; 5 * features::NUM_FEATURES];
+        let labels = |cfg: &PipelineConfig| build(&x, &index, &scores, cfg, None).unwrap();
+        assert_eq!(labels(&cfg), vec![-1; 5]);
+        cfg.walk_rescue_cut = Some(0.25);
+        assert_eq!(labels(&cfg), vec![0, 0, 0, -1, 0]);
     }
 }

@@ -53,6 +53,12 @@ pub struct PipelineConfig {
     pub walk_min_cut: f32,
     pub walk_high_cut: f32,
     pub min_track_length: usize,
+    /// Second walkthrough pass above this score on what the first left; `None`: one pass.
+    pub walk_rescue_cut: Option<f32>,
+    /// Track-quality network (file in the model folder); `None`: every candidate is kept.
+    pub track_model: Option<String>,
+    /// Candidates scored (sigmoid) at or below this by the track-quality network are dropped.
+    pub track_cut: f32,
     pub precision: Precision,
     pub embedding_batch: usize,
     pub filter_chunk: usize,
@@ -83,6 +89,9 @@ impl Default for PipelineConfig {
             walk_min_cut: 0.1,
             walk_high_cut: 0.6,
             min_track_length: 3,
+            walk_rescue_cut: None,
+            track_model: None,
+            track_cut: 0.5,
             precision: Precision::Fp32,
             embedding_batch: 65_536,
             filter_chunk: 16_384,
@@ -110,6 +119,9 @@ pub const PARAMETER_KEYS: &[&str] = &[
     "walk_min_cut",
     "walk_high_cut",
     "min_track_length",
+    "walk_rescue_cut",
+    "track_model",
+    "track_cut",
     "precision",
     "embedding_batch",
     "filter_chunk",
@@ -139,6 +151,14 @@ fn parse_usize(key: &str, value: &str) -> Result<usize> {
         .trim()
         .parse::<usize>()
         .map_err(|_| bad(key, value, "a non-negative integer"))
+}
+
+/// Values that switch an optional setting off (`walk_rescue_cut`, `track_model`).
+fn is_off(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "" | "none" | "off"
+    )
 }
 
 fn parse_file(key: &str, value: &str) -> Result<String> {
@@ -187,6 +207,21 @@ impl PipelineConfig {
             "walk_min_cut" => self.walk_min_cut = parse_f32(key, value)?,
             "walk_high_cut" => self.walk_high_cut = parse_f32(key, value)?,
             "min_track_length" => self.min_track_length = parse_usize(key, value)?,
+            "walk_rescue_cut" => {
+                self.walk_rescue_cut = if is_off(value) {
+                    None
+                } else {
+                    Some(parse_f32(key, value)?)
+                }
+            }
+            "track_model" => {
+                self.track_model = if is_off(value) {
+                    None
+                } else {
+                    Some(parse_file(key, value)?)
+                }
+            }
+            "track_cut" => self.track_cut = parse_f32(key, value)?,
             "precision" => {
                 self.precision = match v {
                     "fp32" | "float32" => Precision::Fp32,
@@ -223,6 +258,7 @@ impl PipelineConfig {
             min_cut: self.walk_min_cut,
             high_cut: self.walk_high_cut,
             min_track_length: self.min_track_length,
+            rescue_cut: self.walk_rescue_cut,
         }
     }
 
@@ -245,6 +281,10 @@ impl PipelineConfig {
         unit("gnn_cut", self.gnn_cut)?;
         unit("walk_min_cut", self.walk_min_cut)?;
         unit("walk_high_cut", self.walk_high_cut)?;
+        unit("track_cut", self.track_cut)?;
+        if let Some(cut) = self.walk_rescue_cut {
+            unit("walk_rescue_cut", cut)?;
+        }
         if self.walk_high_cut < self.walk_min_cut {
             return Err(PipelineError::Config(format!(
                 "walk_high_cut ({}) must not be below walk_min_cut ({})",
@@ -275,6 +315,9 @@ impl PipelineConfig {
     }
     pub fn gnn_path(&self) -> PathBuf {
         self.model_dir.join(&self.gnn_model)
+    }
+    pub fn track_model_path(&self) -> Option<PathBuf> {
+        self.track_model.as_ref().map(|m| self.model_dir.join(m))
     }
     pub fn module_map_path(&self) -> PathBuf {
         self.model_dir.join(&self.module_map)
@@ -406,6 +449,9 @@ mod tests {
             ("walk_min_cut", "0.2"),
             ("walk_high_cut", "0.7"),
             ("min_track_length", "4"),
+            ("walk_rescue_cut", "0.1"),
+            ("track_model", "t.pt"),
+            ("track_cut", "0.8"),
             ("precision", "bf16"),
             ("embedding_batch", "1000"),
             ("filter_chunk", "2000"),
@@ -435,6 +481,14 @@ mod tests {
         );
         assert!(cfg.allow_cpu_fallback);
         assert_eq!(cfg.gnn_path(), PathBuf::from("./g.pt"));
+        assert_eq!(cfg.track_model_path(), Some(PathBuf::from("./t.pt")));
+        assert_eq!((cfg.walk_rescue_cut, cfg.track_cut), (Some(0.1), 0.8));
+        assert_eq!(cfg.walkthrough().rescue_cut, Some(0.1));
+        for off in ["none", "", "OFF"] {
+            cfg.set("walk_rescue_cut", off).unwrap();
+            cfg.set("track_model", off).unwrap();
+            assert_eq!((cfg.walk_rescue_cut, cfg.track_model_path()), (None, None));
+        }
     }
 
     #[test]
@@ -448,6 +502,9 @@ mod tests {
             ("gnn_model", "../../etc/passwd"),
             ("gnn_model", "/abs/gnn.pt"),
             ("allow_cpu_fallback", "maybe"),
+            ("walk_rescue_cut", "low"),
+            ("track_model", "../t.pt"),
+            ("track_cut", "nan"),
         ] {
             let err = cfg.set(k, v).unwrap_err().to_string();
             assert!(err.contains(k), "{err}");
@@ -492,6 +549,8 @@ mod tests {
             ("gnn_cut", "-0.1"),
             ("knn", "0"),
             ("max_spacepoints", "0"),
+            ("track_cut", "1"),
+            ("walk_rescue_cut", "-0.2"),
         ] {
             let mut cfg = PipelineConfig::default();
             cfg.set(k, v).unwrap();

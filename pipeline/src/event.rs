@@ -85,7 +85,7 @@ pub struct EventOutput {
     pub edge_scores: Option<Vec<f32>>,
     pub tracks: Option<Vec<TrackParams>>,
     /// Stages in the order they ran: `embedding` (radius graph only), `graph`, `filter`, `gnn`,
-    /// `tracks`, and `fit` when tracks were requested.
+    /// `tracks`, `track_quality` (with a `track_model`), and `fit` when tracks were requested.
     pub timings: Vec<StageTiming>,
     /// Edges after graph construction, after the filter and after the GNN cut.
     pub graph_sizes: [usize; 3],

@@ -109,22 +109,25 @@ fn fit_line(s: &[f64], z: &[f64]) -> (f64, f64) {
     (mz - slope * ms, slope)
 }
 
-/// Helix parameters of one track from its spacepoints' positions (mm), in the order the
-/// particle crossed them (by increasing radius).
-pub fn fit_helix(x: &[f64], y: &[f64], z: &[f64], cfg: &FitConfig) -> TrackParams {
+/// Helix parameters in f64 (the track-quality features read these before any rounding).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Helix {
+    /// GeV; +inf for a straight track.
+    pub pt: f64,
+    pub eta: f64,
+    pub phi: f64,
+    pub d0: f64,
+    pub z0: f64,
+    /// NaN with fewer than three spacepoints (no degree of freedom).
+    pub chi2_ndf: f64,
+}
+
+/// The helix through spacepoints at positions in mm, in the order the particle crossed them
+/// (by increasing radius); at least two.
+pub fn helix(x: &[f64], y: &[f64], z: &[f64], cfg: &FitConfig) -> Option<Helix> {
     let n = x.len();
-    let mut out = TrackParams {
-        label: -1,
-        n_spacepoints: n,
-        pt: f32::NAN,
-        eta: f32::NAN,
-        phi: f32::NAN,
-        d0: f32::NAN,
-        z0: f32::NAN,
-        chi2_ndf: f32::NAN,
-    };
     if n < 2 {
-        return out;
+        return None;
     }
     let (first, last) = (0, n - 1);
     let mut s = vec![0.0; n];
@@ -177,17 +180,47 @@ pub fn fit_helix(x: &[f64], y: &[f64], z: &[f64], cfg: &FitConfig) -> TrackParam
     }
     // Five helix parameters from two measurements per spacepoint.
     let ndf = 2 * n as i64 - 5;
-    out.pt = pt as f32;
-    out.eta = cot_theta.asinh() as f32;
-    out.phi = phi as f32;
-    out.d0 = d0 as f32;
-    out.z0 = z0 as f32;
-    out.chi2_ndf = if ndf > 0 {
-        (chi2 / ndf as f64) as f32
-    } else {
-        f32::NAN
-    };
-    out
+    Some(Helix {
+        pt,
+        eta: cot_theta.asinh(),
+        phi,
+        d0,
+        z0,
+        chi2_ndf: if ndf > 0 { chi2 / ndf as f64 } else { f64::NAN },
+    })
+}
+
+/// Helix parameters of one track from its spacepoints' positions (mm), in the order the
+/// particle crossed them (by increasing radius).
+pub fn fit_helix(x: &[f64], y: &[f64], z: &[f64], cfg: &FitConfig) -> TrackParams {
+    let h = helix(x, y, z, cfg);
+    let f = |v: Option<f64>| v.map_or(f32::NAN, |v| v as f32);
+    TrackParams {
+        label: -1,
+        n_spacepoints: x.len(),
+        pt: f(h.map(|h| h.pt)),
+        eta: f(h.map(|h| h.eta)),
+        phi: f(h.map(|h| h.phi)),
+        d0: f(h.map(|h| h.d0)),
+        z0: f(h.map(|h| h.z0)),
+        chi2_ndf: f(h.map(|h| h.chi2_ndf)),
+    }
+}
+
+/// Positions in mm of spacepoints from their feature rows (`r = 1000 f0`, `phi = pi f1`,
+/// `z = 1000 f2`).
+pub fn positions(features: &[f32], num_features: usize, hits: &[u32]) -> [Vec<f64>; 3] {
+    let mut x = Vec::with_capacity(hits.len());
+    let mut y = Vec::with_capacity(hits.len());
+    let mut z = Vec::with_capacity(hits.len());
+    for &i in hits {
+        let row = &features[i as usize * num_features..];
+        let (r, phi) = (1000.0 * row[0] as f64, PI * row[1] as f64);
+        x.push(r * phi.cos());
+        y.push(r * phi.sin());
+        z.push(1000.0 * row[2] as f64);
+    }
+    [x, y, z]
 }
 
 /// Helix parameters of every track: `labels` as produced by track building, `features` the
@@ -212,16 +245,7 @@ pub fn fit_tracks(
             let mut hits = hits.clone();
             let radius = |i: u32| features[i as usize * num_features];
             hits.sort_by(|&a, &b| radius(a).total_cmp(&radius(b)).then(a.cmp(&b)));
-            let mut x = Vec::with_capacity(hits.len());
-            let mut y = Vec::with_capacity(hits.len());
-            let mut z = Vec::with_capacity(hits.len());
-            for &i in &hits {
-                let row = &features[i as usize * num_features..];
-                let (r, phi) = (1000.0 * row[0] as f64, PI * row[1] as f64);
-                x.push(r * phi.cos());
-                y.push(r * phi.sin());
-                z.push(1000.0 * row[2] as f64);
-            }
+            let [x, y, z] = positions(features, num_features, &hits);
             let mut params = fit_helix(&x, &y, &z, cfg);
             params.label = label as i64;
             params

@@ -3,8 +3,8 @@
 //!
 //! Stages, one module each, behind the interfaces of `stage`: `embedding` (metric learning),
 //! graph construction by `frnn` (radius graph on a grid) or `module_map`, `edge_classifier`
-//! (filter, GNN), `track_building` (connected components, walkthrough), `fit` (helix
-//! parameters); `pipeline` composes them; `gpu` holds the CUDA stages. Contracts (features, edge convention, parameters,
+//! (filter, GNN), `track_building` (connected components, walkthrough), `track_quality` (the candidates'
+//! classifier), `fit` (helix parameters); `pipeline` composes them; `gpu` holds the CUDA stages. Contracts (features, edge convention, parameters,
 //! model interfaces): `docs/DESIGN.md`.
 
 pub mod allocator;
@@ -23,6 +23,7 @@ pub mod npy;
 mod pipeline;
 pub mod stage;
 pub mod track_building;
+pub mod track_quality;
 
 pub use allocator::{tune_allocator, AllocatorTuning};
 pub use config::{

@@ -18,6 +18,7 @@ use crate::stage::{
     host_slice, EdgeClassifier, EventData, ExecutionContext, GraphConstruction, TrackBuilding,
 };
 use crate::track_building::{ConnectedComponents, Walkthrough};
+use crate::track_quality::TrackQuality;
 
 /// The loaded models and stages of one pipeline (one per Triton model instance).
 pub struct Pipeline {
@@ -28,6 +29,7 @@ pub struct Pipeline {
     graph: Box<dyn GraphConstruction>,
     classifiers: Vec<Box<dyn EdgeClassifier>>,
     track_builder: Box<dyn TrackBuilding>,
+    track_quality: Option<TrackQuality>,
     fit: FitConfig,
 }
 
@@ -151,6 +153,10 @@ impl Pipeline {
             }
         }
         let track_builder = track_building_stage(&cfg, &ctx);
+        let track_quality = cfg
+            .track_model_path()
+            .map(|path| TrackQuality::load(&path))
+            .transpose()?;
         if let DeviceKind::Cuda(i) = cfg.device {
             // The weights were copied on libtorch's default stream; events run on ours.
             tch::Cuda::synchronize(i as i64);
@@ -171,12 +177,18 @@ impl Pipeline {
             graph,
             classifiers: vec![Box::new(filter), Box::new(gnn)],
             track_builder,
+            track_quality,
             fit: FitConfig::default(),
         })
     }
 
     pub fn config(&self) -> &PipelineConfig {
         &self.cfg
+    }
+
+    /// The track-quality stage, when `track_model` is set.
+    pub fn track_quality(&self) -> Option<&TrackQuality> {
+        self.track_quality.as_ref()
     }
 
     pub fn context(&self) -> &ExecutionContext {
@@ -271,9 +283,29 @@ impl Pipeline {
             }
             out.graph_sizes[(k + 1).min(2)] = event.num_edges();
         }
-        let tracks = timed(ctx, timings, "tracks", || {
+        let mut tracks = timed(ctx, timings, "tracks", || {
             self.track_builder.build_tracks(ctx, &event)
         })?;
+        if let Some(quality) = &self.track_quality {
+            tracks = timed(ctx, timings, "track_quality", || {
+                let index = host_slice::<i64>(&event.edge_index, "track_quality")?;
+                let (src, dst) = index.split_at(index.len() / 2);
+                let scores = match &event.edge_scores {
+                    Some(s) => host_slice::<f32>(s, "track_quality")?.to_vec(),
+                    None => vec![1.0; src.len()],
+                };
+                let cut = self.cfg.track_cut;
+                quality.select(
+                    input.features,
+                    input.num_features,
+                    &tracks,
+                    src,
+                    dst,
+                    &scores,
+                    cut,
+                )
+            })?;
+        }
         out.labels = tracks.labels;
         out.num_tracks = tracks.num_tracks;
 

@@ -179,6 +179,8 @@ pub trait EdgeClassifier: Send + Sync {
 pub struct TrackLabels {
     pub labels: Vec<i64>,
     pub num_tracks: usize,
+    /// Per track: found by the walkthrough's second pass (`walk_rescue_cut`).
+    pub second_pass: Vec<bool>,
 }
 
 /// Reads track candidates off the classified graph.

@@ -10,6 +10,11 @@
 //!   spacepoints (ties: the higher edge score, then the smaller index). A path long enough is a
 //!   track and its spacepoints become used; otherwise only the start is marked used.
 //!
+//! With `rescue_cut` the walkthrough runs a second time on the edges between spacepoints the
+//! first pass left, following edges above `rescue_cut` (high cut `max(high_cut, rescue_cut)`):
+//! particles whose edges all scored low get candidates, which the track-quality network
+//! (`track_quality`) then sorts from fakes.
+//!
 //! Tracks with fewer than `min_track_length` (and never fewer than 2) spacepoints are dropped.
 //! Tracks are numbered by their smallest spacepoint index, so labels are deterministic.
 //! `python/exatrkx/reference.py` implements the same definitions.
@@ -27,6 +32,8 @@ pub struct WalkthroughConfig {
     /// Score above which every edge is kept for the walk.
     pub high_cut: f32,
     pub min_track_length: usize,
+    /// Lowest score of the second pass; `None`: one pass.
+    pub rescue_cut: Option<f32>,
 }
 
 /// Union-find with path halving; the smaller index becomes the root.
@@ -86,7 +93,35 @@ fn label_components(component: &[u32], keep: impl Fn(u32) -> bool) -> TrackLabel
     TrackLabels {
         labels,
         num_tracks: next as usize,
+        second_pass: vec![false; next as usize],
     }
+}
+
+/// The tracks `keep` accepts (by track id), numbered by smallest spacepoint again; second-pass
+/// flags go with their tracks.
+pub fn relabel(tracks: &TrackLabels, keep: impl Fn(usize) -> bool) -> TrackLabels {
+    let track_of: Vec<u32> = tracks
+        .labels
+        .iter()
+        .map(|&l| {
+            if l >= 0 && keep(l as usize) {
+                l as u32
+            } else {
+                u32::MAX
+            }
+        })
+        .collect();
+    let mut out = label_components(&track_of, |_| true);
+    for (&new, &old) in out.labels.iter().zip(&tracks.labels) {
+        if new >= 0 {
+            out.second_pass[new as usize] = tracks
+                .second_pass
+                .get(old as usize)
+                .copied()
+                .unwrap_or(false);
+        }
+    }
+    out
 }
 
 /// Weakly connected components with at least `max(min_track_length, 2)` spacepoints.
@@ -303,6 +338,55 @@ pub fn walkthrough(
     label_components(&track_of, |_| true)
 }
 
+/// The walkthrough, and its second pass when `cfg.rescue_cut` is set (module documentation).
+pub fn walkthrough_passes(
+    n: usize,
+    src: &[i64],
+    dst: &[i64],
+    scores: &[f32],
+    cfg: &WalkthroughConfig,
+) -> TrackLabels {
+    let first = walkthrough(n, src, dst, scores, cfg);
+    let Some(rescue_cut) = cfg.rescue_cut else {
+        return first;
+    };
+    let free: Vec<usize> = (0..src.len())
+        .filter(|&i| first.labels[src[i] as usize] < 0 && first.labels[dst[i] as usize] < 0)
+        .collect();
+    let pick = |v: &[i64]| free.iter().map(|&i| v[i]).collect::<Vec<i64>>();
+    let second_scores: Vec<f32> = free.iter().map(|&i| scores[i]).collect();
+    let second = walkthrough(
+        n,
+        &pick(src),
+        &pick(dst),
+        &second_scores,
+        &WalkthroughConfig {
+            min_cut: rescue_cut,
+            high_cut: cfg.high_cut.max(rescue_cut),
+            min_track_length: cfg.min_track_length,
+            rescue_cut: None,
+        },
+    );
+    let offset = first.num_tracks as i64;
+    let track_of: Vec<u32> = first
+        .labels
+        .iter()
+        .zip(&second.labels)
+        .map(|(&a, &b)| match (a, b) {
+            (a, _) if a >= 0 => a as u32,
+            (_, b) if b >= 0 => (b + offset) as u32,
+            _ => u32::MAX,
+        })
+        .collect();
+    let mut tracks = label_components(&track_of, |_| true);
+    for (&label, &b) in tracks.labels.iter().zip(&second.labels) {
+        if b >= 0 {
+            tracks.second_pass[label as usize] = true;
+        }
+    }
+    tracks
+}
+
 /// Connected components on the CPU (a GPU version goes beside it).
 pub struct ConnectedComponents {
     pub min_track_length: usize,
@@ -335,7 +419,7 @@ impl TrackBuilding for Walkthrough {
             Some(s) => host_slice::<f32>(s, "tracks")?.to_vec(),
             None => vec![1.0; src.len()],
         };
-        Ok(walkthrough(
+        Ok(walkthrough_passes(
             event.num_spacepoints(),
             src,
             dst,
@@ -367,6 +451,7 @@ mod tests {
             min_cut: 0.1,
             high_cut: 0.6,
             min_track_length: min_len,
+            rescue_cut: None,
         };
         let t = walkthrough(n, &src, &dst, &w, &cfg);
         assert_eq!(
@@ -469,6 +554,47 @@ mod tests {
             (5, 6, 0.5),
         ];
         assert_eq!(walk(7, &edges, 3), vec![0, 0, -1, 0, -1, -1, -1]);
+    }
+
+    #[test]
+    fn second_pass_walks_what_the_first_left_and_tracks_keep_their_flags() {
+        // 0->1->{2, 3} scores too low for the first pass (min cut 0.4); 4..7 a clear track.
+        let edges: Vec<(i64, i64, f32)> = vec![
+            (0, 1, 0.2),
+            (1, 2, 0.2),
+            (1, 3, 0.15),
+            (4, 5, 0.9),
+            (5, 6, 0.9),
+            (6, 7, 0.9),
+            (5, 2, 0.05),
+        ];
+        let src: Vec<i64> = edges.iter().map(|e| e.0).collect();
+        let dst: Vec<i64> = edges.iter().map(|e| e.1).collect();
+        let w: Vec<f32> = edges.iter().map(|e| e.2).collect();
+        let mut cfg = WalkthroughConfig {
+            min_cut: 0.4,
+            high_cut: 0.7,
+            min_track_length: 3,
+            rescue_cut: None,
+        };
+        let one = walkthrough_passes(8, &src, &dst, &w, &cfg);
+        assert_eq!(one.labels, vec![-1, -1, -1, -1, 0, 0, 0, 0]);
+        assert_eq!(one.second_pass, vec![false]);
+        cfg.rescue_cut = Some(0.1);
+        let two = walkthrough_passes(8, &src, &dst, &w, &cfg);
+        // numbered by smallest spacepoint: the second pass's track comes first
+        assert_eq!(two.labels, vec![0, 0, 0, -1, 1, 1, 1, 1]);
+        assert_eq!(
+            (two.num_tracks, two.second_pass.clone()),
+            (2, vec![true, false])
+        );
+        // dropping a track renumbers the rest and keeps their flags
+        let kept = relabel(&two, |t| t == 0);
+        assert_eq!(kept.labels, vec![0, 0, 0, -1, -1, -1, -1, -1]);
+        assert_eq!(kept.second_pass, vec![true]);
+        let kept = relabel(&two, |t| t == 1);
+        assert_eq!(kept.labels, vec![-1, -1, -1, -1, 0, 0, 0, 0]);
+        assert_eq!(kept.second_pass, vec![false]);
     }
 
     proptest::proptest! {

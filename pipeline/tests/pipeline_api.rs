@@ -117,6 +117,11 @@ fn settings_that_cannot_work_fail_at_load() {
         ("module_map", "nope.csv"),
     ]));
     assert!(m.contains("nope.csv"), "{m}");
+    let m = msg(config(&[("track_model", "no_tracks.pt")]));
+    assert!(m.contains("no_tracks.pt") && m.contains("no such file"), "{m}");
+    // a network that is not a track-quality network (no num_track_features)
+    let m = msg(config(&[("track_model", "filter.pt")]));
+    assert!(m.contains("num_track_features"), "{m}");
     // The embedding is not loaded for the module map: a missing file does not matter there.
     Pipeline::new(config(&[
         ("graph_construction", "module_map"),
@@ -219,4 +224,27 @@ fn intra_op_threads_apply_to_the_running_thread() {
     })
     .join()
     .unwrap();
+}
+
+#[test]
+fn the_track_quality_stage_keeps_the_candidates_above_its_cut() {
+    let (features, _) = fixture_event();
+    let run = |params: &[(&str, &str)]| {
+        Pipeline::new(config(params))
+            .unwrap()
+            .run(&input(&features, None), OutputRequest::default())
+            .unwrap()
+    };
+    let plain = run(&[]);
+    assert!(plain.num_tracks > 0);
+    // a cut no sigmoid passes drops every candidate; cut 0 keeps them all, same labels
+    let none = run(&[("track_model", "tracks.pt"), ("track_cut", "0.9999999")]);
+    assert_eq!((none.num_tracks, none.labels.iter().max()), (0, Some(&-1)));
+    let all = run(&[("track_model", "tracks.pt"), ("track_cut", "0")]);
+    assert_eq!(all.labels, plain.labels);
+    let stages: Vec<&str> = all.timings.iter().map(|t| t.stage).collect();
+    assert_eq!(
+        stages,
+        ["embedding", "graph", "filter", "gnn", "tracks", "track_quality"]
+    );
 }

@@ -193,6 +193,8 @@ def pipeline_parameters(config_text: str) -> dict[str, str]:
 
 def _needed_files(params: reference.PipelineParameters) -> list[str]:
     files = [params.filter_model, params.gnn_model]
+    if params.track_model:
+        files.append(params.track_model)
     if params.graph_construction == "radius":
         return [params.embedding_model, *files]
     return [params.module_map, *files]
@@ -204,6 +206,7 @@ def _stage_files(stage: str, params: reference.PipelineParameters) -> list[str]:
         "module_map_graph": [params.module_map],
         "filter": [params.filter_model],
         "gnn": [params.gnn_model],
+        "tracks": [params.track_model] if params.track_model else [],
     }.get(stage, [])
 
 

@@ -98,8 +98,11 @@ def export(
         got = _call(loaded, x.cpu(), None if edge_index is None else edge_index.cpu())
     if got.shape != want.shape or not torch.allclose(got, want, atol=atol, rtol=1e-5):
         raise RuntimeError(f"{path}: the scripted module disagrees with the Python module")
-    if loaded.num_features() != x.shape[1]:
-        raise RuntimeError(f"{path}: num_features() = {loaded.num_features()}, not {x.shape[1]}")
+    # the track-quality network reads track rows, the others spacepoint features
+    width_method = "num_track_features" if hasattr(loaded, "num_track_features") else "num_features"
+    width = getattr(loaded, width_method)()
+    if width != x.shape[1]:
+        raise RuntimeError(f"{path}: {width_method}() = {width}, not {x.shape[1]}")
     tmp.replace(path)
     return path
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from exatrkx.export import save_scripted
+from exatrkx.models.networks import TrackQualityNet
 
 NUM_FEATURES = 9
 BARREL_RADII = (32.0, 72.0, 116.0, 172.0, 260.0, 360.0, 500.0, 660.0, 820.0, 1020.0)
@@ -132,6 +133,9 @@ def make_models(size: str = "tiny", seed: int = 0) -> dict[str, torch.jit.Script
         "embed.pt": EmbeddingNet(eh, el, ed, mlp_scale=0.02),
         "filter.pt": FilterNet(fh, fl),
         "gnn.pt": InteractionGnn(gh, gi),
+        # the real track-quality network, untrained (not part of the fixture config: tests
+        # switch it on with track_model=tracks.pt); made last, so the others' weights stay
+        "tracks.pt": TrackQualityNet(hidden=8, layers=1),
     }
     return {name: torch.jit.script(net.eval()) for name, net in nets.items()}
 

@@ -34,6 +34,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 from scipy.spatial import cKDTree
 
+from exatrkx import track_quality
+
 # --- parameters --------------------------------------------------------------------------
 
 PARAMETER_KEYS = (
@@ -50,6 +52,9 @@ PARAMETER_KEYS = (
     "walk_min_cut",
     "walk_high_cut",
     "min_track_length",
+    "walk_rescue_cut",
+    "track_model",
+    "track_cut",
     "precision",
     "embedding_batch",
     "filter_chunk",
@@ -83,6 +88,10 @@ _ALIASES = {
 }
 
 
+# values of the optional settings (walk_rescue_cut, track_model) that switch them off
+_NONE = ("", "none", "off")
+
+
 def _f32(value: str) -> float:
     """A setting parsed as the Rust side does: an f32 (kept as the Python float of it)."""
     v = np.float32(float(value))
@@ -108,6 +117,9 @@ class PipelineParameters:
     walk_min_cut: float = _f32("0.1")
     walk_high_cut: float = _f32("0.6")
     min_track_length: int = 3
+    walk_rescue_cut: float | None = None  # None: no second walkthrough pass
+    track_model: str = ""  # "": no track-quality network
+    track_cut: float = _f32("0.5")
     precision: str = "fp32"
     embedding_batch: int = 65536
     filter_chunk: int = 16384
@@ -125,8 +137,19 @@ class PipelineParameters:
                 if v not in _ALIASES[key]:
                     raise ValueError(f"expected one of {sorted(set(_ALIASES[key].values()))}")
                 setattr(self, key, _ALIASES[key][v])
-            elif key in ("radius", "filter_cut", "gnn_cut", "walk_min_cut", "walk_high_cut"):
+            elif key in (
+                "radius",
+                "filter_cut",
+                "gnn_cut",
+                "walk_min_cut",
+                "walk_high_cut",
+                "track_cut",
+            ):
                 setattr(self, key, _f32(v))
+            elif key == "walk_rescue_cut":
+                self.walk_rescue_cut = None if v.lower() in _NONE else _f32(v)
+            elif key == "track_model":
+                self.track_model = "" if v.lower() in _NONE else v
             elif key in (
                 "knn",
                 "min_track_length",
@@ -155,7 +178,10 @@ class PipelineParameters:
             problems.append(f"radius = {self.radius} must be > 0")
         if self.knn < 1:
             problems.append("knn must be at least 1")
-        for key in ("filter_cut", "gnn_cut", "walk_min_cut", "walk_high_cut"):
+        cuts = ["filter_cut", "gnn_cut", "walk_min_cut", "walk_high_cut", "track_cut"]
+        if self.walk_rescue_cut is not None:
+            cuts.append("walk_rescue_cut")
+        for key in cuts:
             if not 0.0 <= getattr(self, key) < 1.0:
                 problems.append(f"{key} = {getattr(self, key)} must be in [0, 1)")
         if self.walk_high_cut < self.walk_min_cut:
@@ -524,6 +550,68 @@ def walkthrough(
     return _number_by_first_member(track_of)
 
 
+def walkthrough_passes(
+    n: int,
+    edge_index: np.ndarray,
+    scores: np.ndarray,
+    params: PipelineParameters,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and, per track, whether it came from the second pass: the walkthrough, then
+    (with `walk_rescue_cut`) the walkthrough again on the edges between spacepoints the first
+    left, following edges above `walk_rescue_cut`; tracks numbered by smallest member."""
+    p = params
+    first = walkthrough(n, edge_index, scores, p.walk_min_cut, p.walk_high_cut, p.min_track_length)
+    if p.walk_rescue_cut is None or n == 0:
+        return first, np.zeros(int(first.max(initial=-1)) + 1, dtype=bool)
+    free = (first[edge_index[0]] < 0) & (first[edge_index[1]] < 0)
+    second = walkthrough(
+        n,
+        edge_index[:, free],
+        np.asarray(scores)[free],
+        p.walk_rescue_cut,
+        max(p.walk_high_cut, p.walk_rescue_cut),
+        p.min_track_length,
+    )
+    offset = int(first.max(initial=-1)) + 1
+    labels = _number_by_first_member(np.where(second >= 0, second + offset, first))
+    second_pass = np.zeros(int(labels.max(initial=-1)) + 1, dtype=bool)
+    second_pass[labels[second >= 0]] = True
+    return labels, second_pass
+
+
+def track_candidates(
+    n: int, edge_index: np.ndarray, scores: np.ndarray, params: PipelineParameters
+) -> tuple[np.ndarray, np.ndarray]:
+    """Track building as configured: labels and, per track, whether the walkthrough's second
+    pass found it."""
+    if params.track_builder == "cc":
+        labels = connected_components(n, edge_index, params.min_track_length)
+        return labels, np.zeros(int(labels.max(initial=-1)) + 1, dtype=bool)
+    return walkthrough_passes(n, edge_index, scores, params)
+
+
+def select_by_quality(
+    model, features, labels, second_pass, edge_index, scores, cut: float
+) -> np.ndarray:
+    """The track-quality stage: the candidates' rows, scored, the ones above `cut` kept."""
+    rows = track_quality.track_features(features, labels, second_pass, edge_index, scores)
+    return select_tracks(model, rows, labels, cut)
+
+
+def select_tracks(model, rows: np.ndarray, labels: np.ndarray, cut: float) -> np.ndarray:
+    """Labels without the candidates the network scores at or below `cut` (sigmoid), the rest
+    numbered by smallest member again."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(rows) == 0:
+        return labels.copy()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)))
+    keep = (torch.sigmoid(logits.reshape(-1).float()) > np.float32(cut)).numpy()
+    return _number_by_first_member(
+        np.where((labels >= 0) & keep[np.maximum(labels, 0)], labels, -1)
+    )
+
+
 # --- the pipeline ------------------------------------------------------------------------
 
 
@@ -573,6 +661,20 @@ class ReferencePipeline:
             else None
         )
         self.num_features = int(self.filter.num_features())
+        self.track_model = None
+        if params.track_model:
+            # a small MLP on host rows: always fp32
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated")
+                self.track_model = torch.jit.load(
+                    str(version_dir / params.track_model), map_location="cpu"
+                ).eval()
+            width = int(self.track_model.num_track_features())
+            if width != track_quality.NUM_TRACK_FEATURES:
+                raise ValueError(
+                    f"{params.track_model} reads {width} track features, "
+                    f"not {track_quality.NUM_TRACK_FEATURES}"
+                )
 
     def run(self, features: np.ndarray, module_ids: np.ndarray | None = None) -> ReferenceResult:
         p = self.params
@@ -624,18 +726,18 @@ class ReferencePipeline:
                 sizes.append(edges.shape[1])
         edge_index = edges.numpy()
         score_array = scores.numpy().astype(np.float32)
-        if p.track_builder == "cc":
-            labels = timed("tracks", connected_components, n, edge_index, p.min_track_length)
-        else:
+        labels, second_pass = timed("tracks", track_candidates, n, edge_index, score_array, p)
+        if self.track_model is not None:
             labels = timed(
-                "tracks",
-                walkthrough,
-                n,
+                "track_quality",
+                select_by_quality,
+                self.track_model,
+                features,
+                labels,
+                second_pass,
                 edge_index,
                 score_array,
-                p.walk_min_cut,
-                p.walk_high_cut,
-                p.min_track_length,
+                p.track_cut,
             )
         return ReferenceResult(labels, edge_index, score_array, sizes, timings)
 

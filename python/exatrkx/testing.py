@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from exatrkx import paths, trackml
+from exatrkx.models.networks import TrackQualityNet
 
 NUM_FEATURES = trackml.NUM_FEATURES
 
@@ -132,7 +133,8 @@ def write_random_models(
     gnn_iterations: int = 2,
     score_gain: float = 20.0,
 ) -> dict[str, Path]:
-    """Script seeded random models into `embed.pt`, `filter.pt` and `gnn.pt` in `directory`."""
+    """Script seeded random models into `embed.pt`, `filter.pt`, `gnn.pt` and `tracks.pt` (the
+    track-quality network, which the project's config switches on) in `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
@@ -149,6 +151,11 @@ def write_random_models(
             with torch.no_grad():
                 last.weight.mul_(score_gain)
                 last.bias.mul_(score_gain)
+        # random track scores spread around 0.8: the served track_cut drops some candidates
+        tracks = TrackQualityNet(hidden=8, layers=1)
+        with torch.no_grad():
+            tracks.mlp[-1].bias.add_(1.4)
+        models["tracks.pt"] = tracks
     written = {}
     for name, model in models.items():
         path = directory / name

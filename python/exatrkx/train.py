@@ -10,7 +10,12 @@ Stages and what they leave in OUT:
 - `filter`: `filter.pt`, trained on the graphs of `--graph radius|module_map`
   (radius: needs `embed.pt` and the chosen radius/knn); filter_cut chosen on validation;
 - `gnn`: `gnn.pt` (`--model plain|hetero`), trained on the filtered graphs; gnn_cut chosen;
-- `all`: the four in that order.
+- `tracks`: `tracks.pt`, the track-quality network, trained on the candidates that the served
+  track building makes from the GNN's scored edges (`event%09d-edges.npy` and `-scores.npy`
+  beside each event, written by `exatrkx run --edges-out <events folder>`); settings from
+  `--model-folder` and `--param`; track_cut chosen on the validation events;
+- `all`: the first four in that order (the track-quality network needs the served GNN's
+  scores, so it is trained on its own).
 Every stage adds its section to `metrics.json` (scans, chosen parameters, validation and test
 edge metrics, timings, parameter and FLOP counts) and `parameters.txt` holds the pipeline
 parameters as `key=value` lines for `--param`.
@@ -38,7 +43,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
-from exatrkx import metrics, module_map, trackml
+from exatrkx import evaluate, metrics, module_map, reference, track_quality, trackml
 from exatrkx.data import (
     EventDataModule,
     EventRef,
@@ -55,9 +60,16 @@ from exatrkx.export import export
 from exatrkx.export import load as load_module
 from exatrkx.models.cost import format_costs, stage_costs
 from exatrkx.models.graph import radius_graph
-from exatrkx.models.lightning import EmbeddingModule, FilterModule, GNNModule
+from exatrkx.models.lightning import (
+    EmbeddingModule,
+    FilterModule,
+    GNNModule,
+    TrackQualityModule,
+)
 
-STAGES = ("embedding", "filter", "gnn", "module-map", "all")
+STAGES = ("embedding", "filter", "gnn", "module-map", "tracks", "all")
+# track_cut values scanned on the validation events
+TRACK_CUTS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 # radius multiples of the validation quantile and knn caps scanned after the embedding
 RADIUS_FACTORS = [1.0, 1.1, 1.25, 1.5, 2.0]
 KNN_GRID = [16, 32, 64, 128, 256]
@@ -80,6 +92,7 @@ class Layout:
         self.embed = self.out / "embed.pt"
         self.filter = self.out / "filter.pt"
         self.gnn = self.out / "gnn.pt"
+        self.tracks = self.out / "tracks.pt"
         self.module_map = self.out / "module_map.csv"
 
     def stage_dir(self, stage: str) -> Path:
@@ -620,6 +633,146 @@ def run_gnn(args, layout: Layout, splits, smoke: bool) -> None:
         finish_classifier(args, layout, splits, smoke, "gnn", dm, result, args.gnn_efficiency)
 
 
+class TrackRows(L.LightningDataModule):
+    """Candidate rows and targets of the training and validation events, in memory (a few
+    hundred thousand rows of 13 numbers); batches of `batch_size` rows."""
+
+    def __init__(self, train: tuple[torch.Tensor, torch.Tensor], val, batch_size: int):
+        super().__init__()
+        self.train_set = torch.utils.data.TensorDataset(*train)
+        self.val_set = torch.utils.data.TensorDataset(*val)
+        self.batch_size = batch_size
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(self.val_set, self.batch_size)
+
+
+def track_candidates(refs: list[EventRef], params) -> list[dict]:
+    """Per event: the candidates the configured track building makes from the GNN's scored
+    edges, their rows and whether each is matched to a particle."""
+    out = []
+    for ref in refs:
+        folder, prefix = Path(ref.folder), trackml.event_prefix(ref.event_id)
+        paths = [folder / f"{prefix}-{kind}.npy" for kind in ("edges", "scores")]
+        for path in paths:
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"{path} is missing; write it with `exatrkx run --events {folder} --out "
+                    f"LABELS --edges-out {folder} --param gnn_cut=G` (G at most the served cut)"
+                )
+        edges, scores = np.load(paths[0]), np.load(paths[1])
+        if edges.shape != (2, len(scores)):
+            raise ValueError(f"{paths[0]}: {edges.shape} edges for {len(scores)} scores")
+        event = trackml.read_event(folder, ref.event_id)
+        x = trackml.features(event)
+        keep = scores > np.float32(params.gnn_cut)
+        edges, scores = edges[:, keep], scores[keep].astype(np.float32)
+        labels, second = reference.track_candidates(len(x), edges, scores, params)
+        rows = track_quality.track_features(x, labels, second, edges, scores)
+        pid = event.truth["particle_id"].to_numpy(np.uint64)
+        target = track_quality.matched_candidates(pid, labels, len(second))
+        out.append({"event": event, "labels": labels, "rows": rows, "target": target})
+    return out
+
+
+def track_scan(net, candidates: list[dict], cuts: list[float]) -> list[dict]:
+    """Track efficiency, fake and duplicate rates of the events at each track_cut (`net`
+    None: every candidate kept)."""
+    rows = []
+    for cut in cuts:
+        total = evaluate.empty(evaluate.EvalConfig())
+        for c in candidates:
+            labels = c["labels"]
+            if net is not None:
+                labels = reference.select_tracks(net, c["rows"], labels, cut)
+            total = evaluate.merge(total, evaluate.evaluate(c["event"], labels))
+        rows.append(
+            {
+                "track_cut": cut,
+                "efficiency": total["efficiency"],
+                "fake_rate": total["fake_rate"],
+                "duplicate_rate": total["duplicate_rate"],
+                "candidates": total["candidates"],
+            }
+        )
+    return rows
+
+
+def stack_rows(candidates: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = np.concatenate([c["rows"] for c in candidates]) if candidates else np.zeros((0, 13))
+    target = np.concatenate([c["target"] for c in candidates]) if candidates else np.zeros(0)
+    return torch.from_numpy(rows.astype(np.float32)), torch.from_numpy(target.astype(np.float32))
+
+
+def run_tracks(args, layout: Layout, splits, smoke: bool) -> None:
+    folder = reference.model_folder(args.model_folder)
+    overrides = dict(item.split("=", 1) for item in args.param)
+    params = reference.load_parameters(folder, overrides)
+    start = time.perf_counter()
+    candidates = {split: track_candidates(refs, params) for split, refs in splits.items()}
+    prepare_seconds = time.perf_counter() - start
+    train_rows = stack_rows(candidates["train"])
+    log(
+        f"track candidates: {len(train_rows[0])} training rows, "
+        f"{1 - float(train_rows[1].mean()):.3f} of them fakes ({prepare_seconds:.0f} s)"
+    )
+    module = TrackQualityModule(
+        hidden=args.track_hidden, layers=args.track_layers, lr=args.track_lr
+    )
+    module.net.set_standardisation(train_rows[0])
+    dm = TrackRows(train_rows, stack_rows(candidates["val"]), args.track_batch)
+    L.seed_everything(args.seed, workers=True, verbose=False)
+    trainer = make_trainer(args, "tracks", layout)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return
+    best = trainer.checkpoint_callback.best_model_path
+    if best:
+        module = TrackQualityModule.load_from_checkpoint(best, map_location="cpu")
+    net = module.net.cpu().eval()
+    scan = track_scan(net, candidates["val"], TRACK_CUTS)
+    log("track_cut scan on validation events:")
+    log(metrics.format_table(scan, ["track_cut", "efficiency", "fake_rate", "duplicate_rate"]))
+    chosen = max(scan, key=lambda r: r["efficiency"] - r["fake_rate"])
+    cut = float(chosen["track_cut"])
+    log(f"chosen track_cut {cut} (highest efficiency - fake rate)")
+    without = track_scan(None, candidates["test"], [0.0])
+    test = track_scan(net, candidates["test"], [cut])
+    export(net, layout.tracks, train_rows[0][:1000])
+    section = {
+        **common_section(args, splits, smoke),
+        "track_building": {
+            k: getattr(params, k)
+            for k in (
+                "gnn_cut",
+                "track_builder",
+                "walk_min_cut",
+                "walk_high_cut",
+                "walk_rescue_cut",
+                "min_track_length",
+            )
+        },
+        "hparams": dict(module.hparams),
+        "train_seconds": seconds,
+        "prepare_seconds": prepare_seconds,
+        "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
+        "cut_scan": scan,
+        "parameters": {"track_cut": cut, "track_model": layout.tracks.name},
+        "val": chosen,
+        "test": test[0] if candidates["test"] else {},
+        "test_without_selection": without[0] if candidates["test"] else {},
+    }
+    layout.update_metrics("tracks", section)
+    log(f"test events: {section['test']}")
+    log(f"the same, every candidate kept: {section['test_without_selection']}")
+    log(f"track-quality network exported to {layout.tracks}")
+
+
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -784,6 +937,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="filter or gnn command: start from this exported filter.pt / gnn.pt (fine-tuning)",
     )
+    q = p.add_argument_group("track quality")
+    q.add_argument(
+        "--model-folder",
+        type=Path,
+        default=Path("model_repository/exatrkx"),
+        help="tracks command: the track-building settings of this config.pbtxt",
+    )
+    q.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="tracks command: a pipeline parameter overriding the model folder's (repeatable)",
+    )
+    q.add_argument("--track-hidden", type=int, default=32)
+    q.add_argument("--track-layers", type=int, default=2)
+    q.add_argument("--track-lr", type=float, default=3e-3)
+    q.add_argument("--track-batch", type=int, default=2048, help="candidates per step")
     c = p.add_argument_group("cost accounting (a pile-up 200 event)")
     c.add_argument("--cost-spacepoints", type=int, default=100_000)
     c.add_argument("--cost-edges", type=int, default=1_000_000, help="filter input edges")
@@ -798,6 +969,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--init goes with the filter or gnn command (one network)")
     if args.graphs_from == "run" and args.stage not in ("filter", "gnn"):
         parser.error("--graphs-from run goes with the filter or gnn command")
+    if any("=" not in item for item in args.param):
+        parser.error("--param takes KEY=VALUE")
     if args.threads:
         torch.set_num_threads(args.threads)
     layout = Layout(args.out)
@@ -814,8 +987,9 @@ def main(argv: list[str] | None = None) -> int:
         "embedding": run_embedding,
         "filter": run_filter,
         "gnn": run_gnn,
+        "tracks": run_tracks,
     }
-    order = list(stages) if args.stage == "all" else [args.stage]
+    order = [k for k in stages if k != "tracks"] if args.stage == "all" else [args.stage]
     for stage in order:
         log(f"=== {stage}")
         stages[stage](args, layout, splits, smoke)

@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import rust_tools
+import torch
 
 from exatrkx import data, module_map, reference, trackml
 from exatrkx.paths import REPO_ROOT
@@ -116,3 +117,49 @@ def test_run_on_a_gpu_or_says_why_not(tmp_path):
     rust_tools.run(rust_tools.EXATRKX, *common, "--out", tmp_path / "c")
     name = f"{trackml.event_prefix(0)}-labels.csv"
     assert (tmp_path / "g" / name).read_text() == (tmp_path / "c" / name).read_text()
+
+
+@needs_rust
+def test_run_with_second_pass_and_track_quality_writes_the_reference_labels(tmp_path):
+    """The walkthrough's second pass and the track-quality network (the fixture's untrained
+    one, its cut at the median score so that it drops half the candidates): the Rust rows,
+    scores and selection give the reference labels."""
+    from exatrkx import track_quality
+
+    events = rust_tools.simulate(tmp_path / "events", mu=3, events=2, seed=43)
+    params = {"track_builder": "walkthrough", "walk_rescue_cut": "0.3"}
+    base = reference.load_parameters(MODEL, params)
+    plain = reference.ReferencePipeline(MODEL / "1", base)
+    net = torch.jit.load(str(MODEL / "1" / "tracks.pt"))
+    scores, before = [], {}
+    for event_id in trackml.list_events(events):
+        event = trackml.read_event(events, event_id)
+        x = trackml.features(event)
+        result = plain.run(x, trackml.module_ids(event))
+        labels, second = reference.walkthrough_passes(
+            len(x), result.edge_index, result.edge_scores, base
+        )
+        assert np.array_equal(labels, result.labels)
+        rows = track_quality.track_features(
+            x, labels, second, result.edge_index, result.edge_scores
+        )
+        with torch.no_grad():
+            scores += torch.sigmoid(net(torch.from_numpy(rows))).tolist()
+        before[event_id] = labels
+    assert len(scores) >= 4
+    params.update(track_model="tracks.pt", track_cut=repr(float(np.median(scores))))
+
+    out = tmp_path / "labels"
+    args = [rust_tools.EXATRKX, "run", "--events", events, "--out", out, "--model", MODEL]
+    for key, value in params.items():
+        args += ["--param", f"{key}={value}"]
+    rust_tools.run(*args)
+    pipeline = reference.ReferencePipeline(MODEL / "1", reference.load_parameters(MODEL, params))
+    dropped = 0
+    for event_id in trackml.list_events(events):
+        event = trackml.read_event(events, event_id)
+        written = trackml.read_labels(out, event_id)["track_id"].to_numpy()
+        expected = pipeline.run(trackml.features(event), trackml.module_ids(event)).labels
+        assert np.array_equal(written, expected)
+        dropped += before[event_id].max() - written.max()
+    assert dropped > 0 and max(trackml.read_labels(out, i)["track_id"].max() for i in before) >= 0

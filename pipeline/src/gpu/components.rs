@@ -85,13 +85,18 @@ pub fn connected_components(
         return Ok(TrackLabels {
             labels: Vec::new(),
             num_tracks: 0,
+            second_pass: Vec::new(),
         });
     }
     let roots = component_roots(gpu, n, edge_index)?;
     let labels = labels_from_roots(&roots, min_track_length)?;
     let labels = host_slice::<i64>(&labels, "tracks")?.to_vec();
     let num_tracks = labels.iter().max().map_or(0, |&m| (m + 1).max(0) as usize);
-    Ok(TrackLabels { labels, num_tracks })
+    Ok(TrackLabels {
+        labels,
+        num_tracks,
+        second_pass: vec![false; num_tracks],
+    })
 }
 
 /// The connected-components stage on the GPU.

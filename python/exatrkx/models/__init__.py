@@ -6,6 +6,7 @@ from exatrkx.models.networks import (
     FilterNet,
     HeteroInteractionGNN,
     InteractionGNN,
+    TrackQualityNet,
     build_gnn,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "FilterNet",
     "HeteroInteractionGNN",
     "InteractionGNN",
+    "TrackQualityNet",
     "build_gnn",
 ]

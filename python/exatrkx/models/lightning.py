@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from exatrkx.metrics import COUNT_KEYS, graph_counts, summarize
 from exatrkx.models.graph import edge_labels, phi_sector_edges, radius_graph, radius_neighbours
-from exatrkx.models.networks import EmbeddingNet, FilterNet, build_gnn
+from exatrkx.models.networks import EmbeddingNet, FilterNet, TrackQualityNet, build_gnn
 
 
 class StageModule(L.LightningModule):
@@ -234,3 +234,42 @@ class GNNModule(EdgeClassifierModule):
             activation=activation,
             layer_norm=layer_norm,
         )
+
+
+class TrackQualityModule(StageModule):
+    """Track-candidate classifier: binary cross-entropy on the rows of
+    `exatrkx.track_quality.track_features` (batches of `(rows, target)`), target 1 for a
+    candidate matched to a particle. The network standardises its inputs with buffers set from
+    the training rows (`net.set_standardisation`) before training."""
+
+    def __init__(
+        self,
+        num_track_features: int = 13,
+        hidden: int = 32,
+        layers: int = 2,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-3,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = TrackQualityNet(num_track_features, hidden, layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = F.binary_cross_entropy_with_logits(self.net(x), y)
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        loss = F.binary_cross_entropy_with_logits(self.net(x), y)
+        self.log("val_loss", loss, batch_size=len(y), sync_dist=True)
+
+    def on_validation_epoch_start(self) -> None:
+        pass  # no edge counts here: the loss is the validation metric
+
+    def on_validation_epoch_end(self) -> None:
+        pass

@@ -442,3 +442,35 @@ def build_gnn(model: str, **kwargs) -> InteractionGNN:
         kwargs.pop("node_columns", None)
         return HeteroInteractionGNN(**kwargs)
     raise ValueError(f"GNN model must be 'plain' or 'hetero', got {model!r}")
+
+
+class TrackQualityNet(nn.Module):
+    """Track-candidate classifier: the rows of `exatrkx.track_quality.track_features`,
+    standardised by the training set's mean and spread (buffers, exported with the weights),
+    through an MLP -> one logit per candidate (high: a real particle's track)."""
+
+    def __init__(
+        self,
+        num_track_features: int = 13,
+        hidden: int = 32,
+        layers: int = 2,
+        activation: str = "relu",
+    ):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(num_track_features))
+        self.register_buffer("scale", torch.ones(num_track_features))
+        self.mlp = make_mlp([num_track_features] + [hidden] * layers + [1], activation, False)
+        self._num_track_features = num_track_features
+
+    def set_standardisation(self, rows: Tensor) -> None:
+        self.mean.copy_(rows.mean(0))
+        self.scale.copy_(rows.std(0).clamp_min(1e-6))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.size(1) != self._num_track_features:
+            raise ValueError(f"track features must be [T, {self._num_track_features}]")
+        return self.mlp((x.float() - self.mean) / self.scale).squeeze(-1)
+
+    @torch.jit.export
+    def num_track_features(self) -> int:
+        return self._num_track_features
