@@ -118,7 +118,10 @@ fn settings_that_cannot_work_fail_at_load() {
     ]));
     assert!(m.contains("nope.csv"), "{m}");
     let m = msg(config(&[("track_model", "no_tracks.pt")]));
-    assert!(m.contains("no_tracks.pt") && m.contains("no such file"), "{m}");
+    assert!(
+        m.contains("no_tracks.pt") && m.contains("no such file"),
+        "{m}"
+    );
     // a network that is not a track-quality network (no num_track_features)
     let m = msg(config(&[("track_model", "filter.pt")]));
     assert!(m.contains("num_track_features"), "{m}");
@@ -245,6 +248,13 @@ fn the_track_quality_stage_keeps_the_candidates_above_its_cut() {
     let stages: Vec<&str> = all.timings.iter().map(|t| t.stage).collect();
     assert_eq!(
         stages,
-        ["embedding", "graph", "filter", "gnn", "tracks", "track_quality"]
+        [
+            "embedding",
+            "graph",
+            "filter",
+            "gnn",
+            "tracks",
+            "track_quality"
+        ]
     );
 }
