@@ -120,6 +120,9 @@ pub struct Helix {
     pub z0: f64,
     /// NaN with fewer than three spacepoints (no degree of freedom).
     pub chi2_ndf: f64,
+    /// Largest absolute residuals (mm): transverse (to the circle) and in z (to the line).
+    pub max_transverse_residual: f64,
+    pub max_z_residual: f64,
 }
 
 /// The helix through spacepoints at positions in mm, in the order the particle crossed them
@@ -172,15 +175,19 @@ pub fn helix(x: &[f64], y: &[f64], z: &[f64], cfg: &FitConfig) -> Option<Helix> 
         }
     }
     let (z0, cot_theta) = fit_line(&s, z);
-    let mut chi2 = 0.0;
+    let (mut chi2, mut max_transverse_residual, mut max_z_residual) = (0.0, 0.0f64, 0.0f64);
     for i in 0..n {
         let rz = z[i] - (z0 + cot_theta * s[i]);
         chi2 +=
             (transverse_residual[i] / cfg.sigma_transverse).powi(2) + (rz / cfg.sigma_z).powi(2);
+        max_transverse_residual = max_transverse_residual.max(transverse_residual[i].abs());
+        max_z_residual = max_z_residual.max(rz.abs());
     }
     // Five helix parameters from two measurements per spacepoint.
     let ndf = 2 * n as i64 - 5;
     Some(Helix {
+        max_transverse_residual,
+        max_z_residual,
         pt,
         eta: cot_theta.asinh(),
         phi,

@@ -1,6 +1,6 @@
 //! Track-quality selection: every candidate of track building gets a row of
 //! `NUM_TRACK_FEATURES` numbers (its helix fit, the GNN scores along it and leaving it, where it
-//! came from), a small TorchScript network (`track_model`, `x f32[T, 13] -> f32[T]` logits)
+//! came from), a small TorchScript network (`track_model`, `x f32[T, 18] -> f32[T]` logits)
 //! scores the rows, and candidates whose sigmoid score is not above `track_cut` are dropped.
 //! Fakes are mostly two particles' fragments joined by one weaker edge, which a fit and the
 //! scores around the candidate show better than one edge's score does.
@@ -10,7 +10,11 @@
 //! 3 |z0| / 100 mm; 4 ln(1 + chi2/ndf) (0 without ndf); 5 |eta|; 6-8 min, mean, max score of
 //! the edges between consecutive spacepoints (by radius, then index; either direction, the
 //! higher; 0 without an edge); 9 strip fraction; 10 second walkthrough pass (0/1); 11-12 max
-//! and mean over the spacepoints of the best score of an edge leaving the candidate.
+//! and mean over the spacepoints of the best score of an edge leaving the candidate; 13-14
+//! ln(1 + largest residual / sigma) of the fit, transverse (0.05 mm) and in z (0.5 mm); 15
+//! fraction of consecutive pairs less than 5 mm apart in r and 20 mm in z (module overlaps);
+//! 16 fraction of spacepoints whose best edge leaving scores above their best edge inside; 17
+//! the lowest best-edge-inside score.
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -22,7 +26,7 @@ use crate::model::TorchModel;
 use crate::stage::{torch_error, ExecutionContext, TrackLabels};
 use crate::track_building::relabel;
 
-pub const NUM_TRACK_FEATURES: usize = 13;
+pub const NUM_TRACK_FEATURES: usize = 18;
 
 /// Key of an unordered spacepoint pair.
 fn pair_key(a: i64, b: i64, n: usize) -> u64 {
@@ -55,14 +59,19 @@ pub fn track_features(
         return rows;
     }
     let mut pair_best: HashMap<u64, f32> = HashMap::with_capacity(src.len());
+    // best score per spacepoint of an edge leaving its track (to another or none) / inside it
     let mut leaving = vec![0f32; n];
+    let mut inside = vec![0f32; n];
     for ((&a, &b), &w) in src.iter().zip(dst).zip(scores) {
         let best = pair_best.entry(pair_key(a, b, n)).or_insert(w);
         *best = best.max(w);
-        if labels[a as usize] != labels[b as usize] {
-            leaving[a as usize] = leaving[a as usize].max(w);
-            leaving[b as usize] = leaving[b as usize].max(w);
-        }
+        let best = if labels[a as usize] != labels[b as usize] {
+            &mut leaving
+        } else {
+            &mut inside
+        };
+        best[a as usize] = best[a as usize].max(w);
+        best[b as usize] = best[b as usize].max(w);
     }
     let mut members: Vec<Vec<u32>> = vec![Vec::new(); tracks.num_tracks];
     for (i, &l) in labels.iter().enumerate() {
@@ -91,6 +100,15 @@ pub fn track_features(
             pair.push(0.0);
         }
         let out: Vec<f32> = hits.iter().map(|&i| leaving[i as usize]).collect();
+        let within: Vec<f32> = hits.iter().map(|&i| inside[i as usize]).collect();
+        let r: Vec<f64> = hits.iter().map(|&i| 1000.0 * radius(i) as f64).collect();
+        let overlaps = (1..hits.len())
+            .filter(|&k| r[k] - r[k - 1] < 5.0 && (z[k] - z[k - 1]).abs() < 20.0)
+            .count();
+        let ambiguous = out.iter().zip(&within).filter(|(o, i)| o > i).count();
+        let (max_t, max_z) = fit.map_or((0.0, 0.0), |h| {
+            (h.max_transverse_residual, h.max_z_residual)
+        });
         let (inv_pt, d0, z0, chi2_ndf, eta) = match fit {
             Some(h) => (
                 if h.pt.is_infinite() {
@@ -128,6 +146,15 @@ pub fn track_features(
             },
             max(&out) as f64,
             mean(&out),
+            (max_t / cfg.sigma_transverse).ln_1p(),
+            (max_z / cfg.sigma_z).ln_1p(),
+            if hits.len() > 1 {
+                overlaps as f64 / (hits.len() - 1) as f64
+            } else {
+                0.0
+            },
+            ambiguous as f64 / hits.len() as f64,
+            within.iter().copied().fold(f32::INFINITY, f32::min) as f64,
         ];
         for (slot, v) in rows[t * NUM_TRACK_FEATURES..].iter_mut().zip(row) {
             *slot = v as f32;
@@ -137,7 +164,7 @@ pub fn track_features(
 }
 
 /// The loaded track-quality network. It runs on the CPU in fp32 whatever the pipeline's
-/// device: a few thousand rows of 13 numbers per event.
+/// device: a few thousand rows of 18 numbers per event.
 pub struct TrackQuality {
     model: TorchModel,
 }
@@ -253,6 +280,30 @@ mod tests {
         };
         let rows = track_features(&x, 9, &first, &src[..3], &dst[..3], &w[..3]);
         assert_eq!((rows[10], rows[11], rows[12]), (0.0, 0.0, 0.0));
+        // a leaving edge above every edge inside spacepoint 2; spacepoint 3 moved onto a module
+        // overlap of 2 (2 mm out in r, 3 mm in z) and into the track
+        let mut x = x.clone();
+        x[27] = 0.302;
+        x[29] = 0.033;
+        x[33] = 0.302;
+        x[35] = 0.033;
+        let tracks = TrackLabels {
+            labels: vec![0, 0, 0, 0],
+            ..tracks
+        };
+        let rows = track_features(&x, 9, &tracks, &[0, 1, 2], &[1, 2, 3], &[0.9, 0.8, 0.7]);
+        assert!((rows[15] - 1.0 / 3.0).abs() < 1e-6, "overlaps {}", rows[15]);
+        assert_eq!((rows[16], rows[17]), (0.0, 0.7));
+        let lone = TrackLabels {
+            labels: vec![0, 0, 0, -1],
+            ..tracks
+        };
+        let rows = track_features(&x, 9, &lone, &[0, 1, 2], &[1, 2, 3], &[0.9, 0.6, 0.7]);
+        assert!((rows[16] - 1.0 / 3.0).abs() < 1e-6 && rows[17] == 0.6);
+        assert!(
+            rows[13] > 0.0 || rows[14] > 0.0,
+            "a kinked track has residuals"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 """Track-candidate features and the track-quality network (the pipeline's last stage).
 
 After track building every candidate gets a row of `NUM_TRACK_FEATURES` numbers and the
-network `tracks.pt` (`x f32[T, 13] -> f32[T]` logits) scores it; candidates whose sigmoid
+network `tracks.pt` (`x f32[T, 18] -> f32[T]` logits) scores it; candidates whose sigmoid
 score is not above `track_cut` are dropped. The Rust pipeline (`pipeline/src/track_quality.rs`)
 computes the same rows; definitions in docs/DESIGN.md:
 
@@ -16,6 +16,12 @@ computes the same rows; definitions in docs/DESIGN.md:
  9. fraction of strip spacepoints (a cluster column differs from the spacepoint's)
  10. 1 when the candidate comes from the walkthrough's second pass
  11-12. max and mean over its spacepoints of the best score of an edge leaving the candidate
+ 13. log(1 + largest transverse residual of the fit / 0.05 mm)
+ 14. log(1 + largest z residual of the fit / 0.5 mm)
+ 15. fraction of consecutive pairs less than 5 mm apart in radius and 20 mm in z (overlaps)
+ 16. fraction of its spacepoints whose best edge leaving the candidate scores above their
+     best edge inside it
+ 17. the lowest best-edge-inside score of its spacepoints
 
 The helix fit is that of `pipeline/src/fit.rs`, written again here in plain floats in the same
 order of operations.
@@ -27,7 +33,7 @@ import math
 
 import numpy as np
 
-NUM_TRACK_FEATURES = 13
+NUM_TRACK_FEATURES = 18
 BFIELD = 2.0
 SIGMA_TRANSVERSE = 0.05
 SIGMA_Z = 0.5
@@ -93,7 +99,8 @@ def _fit_line(s: list[float], z: list[float]) -> tuple[float, float]:
 
 
 def fit_helix(x: list[float], y: list[float], z: list[float]) -> tuple[float, ...]:
-    """(pt, eta, d0, z0, chi2_ndf) of points in crossing order, as fit.rs's `fit_helix`."""
+    """(pt, eta, d0, z0, chi2_ndf, largest abs transverse residual, largest abs z residual) of
+    points in crossing order, as fit.rs's `helix`."""
     n = len(x)
     first, last = 0, n - 1
     s = [0.0] * n
@@ -126,13 +133,15 @@ def fit_helix(x: list[float], y: list[float], z: list[float]) -> tuple[float, ..
             s[i] = x[i] * cp + y[i] * sp
             res_t[i] = y[i] * cp - x[i] * sp - d0
     z0, cot_theta = _fit_line(s, z)
-    chi2 = 0.0
+    chi2 = max_t = max_z = 0.0
     for i in range(n):
         rz = z[i] - (z0 + cot_theta * s[i])
         chi2 += (res_t[i] / SIGMA_TRANSVERSE) ** 2 + (rz / SIGMA_Z) ** 2
+        max_t = max(max_t, abs(res_t[i]))
+        max_z = max(max_z, abs(rz))
     ndf = 2 * n - 5
     chi2_ndf = chi2 / ndf if ndf > 0 else math.nan
-    return pt, math.asinh(cot_theta), d0, z0, chi2_ndf
+    return pt, math.asinh(cot_theta), d0, z0, chi2_ndf, max_t, max_z
 
 
 def _pair_keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
@@ -166,17 +175,21 @@ def track_features(
     first = np.r_[True, keys[order][1:] != keys[order][:-1]] if len(order) else order
     pair_key, pair_best = keys[order][first], w[order][first]
 
-    # Best score of an edge leaving a track (its other end in another track or in none).
+    # Best score of an edge leaving a track (its other end in another track or in none), and
+    # of one inside it.
     leaving = np.zeros(n, dtype=np.float32)
+    inside = np.zeros(n, dtype=np.float32)
     cross = labels[src] != labels[dst]
-    np.maximum.at(leaving, src[cross], w[cross])
-    np.maximum.at(leaving, dst[cross], w[cross])
+    for best, sel in ((leaving, cross), (inside, ~cross)):
+        np.maximum.at(best, src[sel], w[sel])
+        np.maximum.at(best, dst[sel], w[sel])
 
     radius = features[:, 0]
     strip = np.any(features[:, 3:9] != np.tile(features[:, 0:3], 2), axis=1)
     r_mm = 1000.0 * features[:, 0].astype(np.float64)
     phi = math.pi * features[:, 1].astype(np.float64)
     zs = (1000.0 * features[:, 2].astype(np.float64)).tolist()
+    r_list = r_mm.tolist()
     # math's cos/sin (the C library's, as in Rust), not numpy's, which may differ in the last bit
     xs = [r * math.cos(p) for r, p in zip(r_mm.tolist(), phi.tolist(), strict=True)]
     ys = [r * math.sin(p) for r, p in zip(r_mm.tolist(), phi.tolist(), strict=True)]
@@ -188,8 +201,15 @@ def track_features(
         hits = members[a:b]
         t = int(labels[hits[0]])
         hl = hits.tolist()
-        pt, eta, d0, z0, chi2_ndf = fit_helix(
-            [xs[i] for i in hl], [ys[i] for i in hl], [zs[i] for i in hl]
+        hz = [zs[i] for i in hl]
+        pt, eta, d0, z0, chi2_ndf, max_t, max_z = fit_helix(
+            [xs[i] for i in hl], [ys[i] for i in hl], hz
+        )
+        hr = [r_list[i] for i in hl]
+        overlaps = sum(
+            1
+            for k in range(len(hl) - 1)
+            if hr[k + 1] - hr[k] < 5.0 and abs(hz[k + 1] - hz[k]) < 20.0
         )
         pair = [0.0]
         if len(hits) > 1 and len(pair_key):
@@ -199,6 +219,7 @@ def track_features(
         elif len(hits) > 1:
             pair = [0.0] * (len(hits) - 1)
         out_best = leaving[hits].tolist()
+        in_best = inside[hits].tolist()
         inv_pt = 0.0 if math.isinf(pt) else min(1.0 / pt, 10.0)
         out[t] = [
             len(hits),
@@ -214,6 +235,11 @@ def track_features(
             1.0 if second_pass[t] else 0.0,
             max(out_best),
             sum(out_best) / len(out_best),
+            math.log1p(max_t / SIGMA_TRANSVERSE),
+            math.log1p(max_z / SIGMA_Z),
+            overlaps / (len(hl) - 1) if len(hl) > 1 else 0.0,
+            sum(1 for a, b in zip(out_best, in_best, strict=True) if a > b) / len(hl),
+            min(in_best),
         ]
     return out
 

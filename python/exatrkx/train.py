@@ -635,7 +635,7 @@ def run_gnn(args, layout: Layout, splits, smoke: bool) -> None:
 
 class TrackRows(L.LightningDataModule):
     """Candidate rows and targets of the training and validation events, in memory (a few
-    hundred thousand rows of 13 numbers); batches of `batch_size` rows."""
+    hundred thousand rows of 18 numbers); batches of `batch_size` rows."""
 
     def __init__(self, train: tuple[torch.Tensor, torch.Tensor], val, batch_size: int):
         super().__init__()
@@ -702,7 +702,11 @@ def track_scan(net, candidates: list[dict], cuts: list[float]) -> list[dict]:
 
 
 def stack_rows(candidates: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = np.concatenate([c["rows"] for c in candidates]) if candidates else np.zeros((0, 13))
+    rows = (
+        np.concatenate([c["rows"] for c in candidates])
+        if candidates
+        else np.zeros((0, track_quality.NUM_TRACK_FEATURES))
+    )
     target = np.concatenate([c["target"] for c in candidates]) if candidates else np.zeros(0)
     return torch.from_numpy(rows.astype(np.float32)), torch.from_numpy(target.astype(np.float32))
 

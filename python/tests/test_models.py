@@ -253,7 +253,7 @@ def test_committed_models_hold_no_machine_paths():
         assert str(paths.REPO_ROOT).encode() not in blob, path
         loaded = export.load(path)
         if path.name == "tracks.pt":
-            assert loaded.num_track_features() == 13
+            assert loaded.num_track_features() == 18
         else:
             assert loaded.num_features() == 9
 

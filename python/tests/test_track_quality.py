@@ -42,10 +42,23 @@ def test_rows_follow_the_definitions():
     edges = np.array([[0, 1, 1, 2], [1, 2, 0, 3]])
     scores = np.float32([0.9, 0.8, 0.95, 0.3])
     rows = track_quality.track_features(x, labels, np.array([True]), edges, scores)
-    want = [3, 0, 0, 0, 0, math.asinh(0.1), 0.8, 0.875, 0.95, 1 / 3, 1, 0.3, 0.1]
+    # no overlaps (100 mm apart); spacepoint 2's best inside (0.8) beats its leaving 0.3
+    want = [3, 0, 0, 0, 0, math.asinh(0.1), 0.8, 0.875, 0.95, 1 / 3, 1, 0.3, 0.1, 0, 0, 0, 0, 0.8]
     np.testing.assert_allclose(rows[0], want, atol=1e-5)
     first = track_quality.track_features(x, labels, np.array([False]), edges[:, :3], scores[:3])
-    assert first[0, 10:].tolist() == [0.0, 0.0, 0.0]
+    assert first[0, 10:13].tolist() == [0.0, 0.0, 0.0]
+    # spacepoint 3 moved onto a module overlap of 2 (2 mm out in r, 3 mm in z), in the track
+    x[3, [0, 2, 6, 8]] = np.float32([0.302, 0.033, 0.302, 0.033])
+    chain = np.array([[0, 1, 2], [1, 2, 3]])
+    rows = track_quality.track_features(
+        x, np.zeros(4, np.int64), np.array([False]), chain, np.float32([0.9, 0.8, 0.7])
+    )
+    assert rows[0, 15] == pytest.approx(1 / 3) and rows[0, 16:].tolist() == [0.0, np.float32(0.7)]
+    rows = track_quality.track_features(
+        x, np.array([0, 0, 0, -1]), np.array([False]), chain, np.float32([0.9, 0.6, 0.7])
+    )
+    assert rows[0, 16] == pytest.approx(1 / 3) and rows[0, 17] == np.float32(0.6)
+    assert rows[0, 13] > 0 or rows[0, 14] > 0
 
 
 def test_a_curved_track_has_its_curvature_and_a_missing_edge_scores_zero():
@@ -75,9 +88,13 @@ def test_helix_fit_gives_back_a_helix():
     x = (big_r * np.sin(angle)).tolist()
     y = (big_r * (1 - np.cos(angle))).tolist()
     z = (12.0 + 0.5 * s).tolist()
-    pt, eta, d0, z0, chi2_ndf = track_quality.fit_helix(x, y, z)
+    pt, eta, d0, z0, chi2_ndf, max_t, max_z = track_quality.fit_helix(x, y, z)
     assert pt == pytest.approx(2.0, rel=1e-9) and eta == pytest.approx(math.asinh(0.5))
     assert abs(d0) < 1e-9 and z0 == pytest.approx(12.0) and chi2_ndf < 1e-12
+    assert max_t < 1e-9 and max_z < 1e-9
+    # one spacepoint 1 mm off in z: the largest z residual is most of it
+    z[2] += 1.0
+    assert 0.5 < track_quality.fit_helix(x, y, z)[6] < 1.0
     # collinear points: a straight track
     assert track_quality.fit_helix([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [0.0, 1.0, 2.0])[0] == math.inf
 
@@ -107,7 +124,7 @@ def test_second_pass_and_selection_match_the_rust_definitions():
         def forward(self, x):
             return torch.where(x[:, 10] > 0.5, 5.0, -5.0)
 
-    rows = np.zeros((2, 13), np.float32)
+    rows = np.zeros((2, track_quality.NUM_TRACK_FEATURES), np.float32)
     rows[:, 10] = second
     kept = reference.select_tracks(FirstRowOnly(), rows, labels, 0.5)
     assert kept.tolist() == [0, 0, 0, -1, -1, -1, -1, -1]
@@ -133,9 +150,9 @@ def test_parameters_switch_the_stage_on_and_off():
 
 def test_network_scripts_and_its_loss_goes_down(tmp_path):
     torch.manual_seed(0)
-    rows = torch.randn(512, 13)
+    rows = torch.randn(512, 18)
     target = (rows[:, 6] + 0.5 * rows[:, 11] > 0).float()
-    module = TrackQualityModule(hidden=16)
+    module = TrackQualityModule(num_track_features=18, hidden=16)
     module.net.set_standardisation(rows)
     with torch.no_grad():
         before = float(torch.nn.functional.binary_cross_entropy_with_logits(module(rows), target))
@@ -154,10 +171,10 @@ def test_network_scripts_and_its_loss_goes_down(tmp_path):
 
     path = export(module.net.eval(), tmp_path / "tracks.pt", rows[:50])
     scripted = load(path)
-    assert scripted.num_track_features() == 13
+    assert scripted.num_track_features() == 18
     torch.testing.assert_close(scripted(rows), module.net(rows))
-    with pytest.raises(Exception, match="13"):
-        scripted(rows[:, :12])
+    with pytest.raises(Exception, match="18"):
+        scripted(rows[:, :13])
     assert isinstance(TrackQualityNet(), torch.nn.Module)
 
 
@@ -206,4 +223,4 @@ def test_tracks_command_trains_chooses_a_cut_and_exports(tmp_path):
     assert section["track_building"]["walk_rescue_cut"] == pytest.approx(0.1)
     assert {"efficiency", "fake_rate"} <= set(section["test"])
     assert len(section["cut_scan"]) == len(train.TRACK_CUTS)
-    assert load(out / "tracks.pt").num_track_features() == 13
+    assert load(out / "tracks.pt").num_track_features() == track_quality.NUM_TRACK_FEATURES

@@ -244,7 +244,7 @@ class TrackQualityModule(StageModule):
 
     def __init__(
         self,
-        num_track_features: int = 13,
+        num_track_features: int = 18,
         hidden: int = 32,
         layers: int = 2,
         lr: float = 3e-3,

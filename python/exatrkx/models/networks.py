@@ -451,7 +451,7 @@ class TrackQualityNet(nn.Module):
 
     def __init__(
         self,
-        num_track_features: int = 13,
+        num_track_features: int = 18,
         hidden: int = 32,
         layers: int = 2,
         activation: str = "relu",
