@@ -18,10 +18,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use rayon::prelude::*;
 use tch::{Kind, Tensor};
 
 use crate::error::{PipelineError, Result};
-use crate::fit::{helix, positions, FitConfig};
+use crate::fit::{helix, positions, FitConfig, Helix};
 use crate::model::TorchModel;
 use crate::stage::{torch_error, ExecutionContext, TrackLabels};
 use crate::track_building::relabel;
@@ -85,10 +86,20 @@ pub fn track_features(
         (3..num_features.min(9)).any(|c| row[c] != row[c % 3])
     };
     let cfg = FitConfig::default();
-    for (t, hits) in members.iter_mut().enumerate() {
+    let row_of = |t: usize, hits: &mut Vec<u32>| -> [f32; NUM_TRACK_FEATURES] {
         hits.sort_by(|&a, &b| radius(a).total_cmp(&radius(b)).then(a.cmp(&b)));
         let [x, y, z] = positions(features, num_features, hits);
-        let fit = helix(&x, &y, &z, &cfg);
+        // track building keeps two spacepoints at least; a lone one reads as a straight track
+        let h = helix(&x, &y, &z, &cfg).unwrap_or(Helix {
+            pt: f64::INFINITY,
+            eta: 0.0,
+            phi: 0.0,
+            d0: 0.0,
+            z0: 0.0,
+            chi2_ndf: f64::NAN,
+            max_transverse_residual: 0.0,
+            max_z_residual: 0.0,
+        });
         let mut pair: Vec<f32> = hits
             .windows(2)
             .map(|w| {
@@ -106,59 +117,45 @@ pub fn track_features(
             .filter(|&k| r[k] - r[k - 1] < 5.0 && (z[k] - z[k - 1]).abs() < 20.0)
             .count();
         let ambiguous = out.iter().zip(&within).filter(|(o, i)| o > i).count();
-        let (max_t, max_z) = fit.map_or((0.0, 0.0), |h| {
-            (h.max_transverse_residual, h.max_z_residual)
-        });
-        let (inv_pt, d0, z0, chi2_ndf, eta) = match fit {
-            Some(h) => (
-                if h.pt.is_infinite() {
-                    0.0
-                } else {
-                    (1.0 / h.pt).min(10.0)
-                },
-                h.d0,
-                h.z0,
-                h.chi2_ndf,
-                h.eta,
-            ),
-            None => (0.0, 0.0, 0.0, f64::NAN, 0.0),
-        };
         let strips = hits.iter().filter(|&&i| is_strip(i)).count();
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
         let row = [
             hits.len() as f64,
-            inv_pt,
-            d0.abs().ln_1p(),
-            z0.abs() / 100.0,
-            if chi2_ndf.is_finite() {
-                chi2_ndf.ln_1p()
+            if h.pt.is_infinite() {
+                0.0
+            } else {
+                (1.0 / h.pt).min(10.0)
+            },
+            h.d0.abs().ln_1p(),
+            h.z0.abs() / 100.0,
+            if h.chi2_ndf.is_finite() {
+                h.chi2_ndf.ln_1p()
             } else {
                 0.0
             },
-            eta.abs(),
+            h.eta.abs(),
             pair.iter().copied().fold(f32::INFINITY, f32::min) as f64,
             mean(&pair),
             max(&pair) as f64,
             strips as f64 / hits.len() as f64,
-            if tracks.second_pass.get(t).copied().unwrap_or(false) {
-                1.0
-            } else {
-                0.0
-            },
+            flag(tracks.second_pass.get(t).copied().unwrap_or(false)),
             max(&out) as f64,
             mean(&out),
-            (max_t / cfg.sigma_transverse).ln_1p(),
-            (max_z / cfg.sigma_z).ln_1p(),
-            if hits.len() > 1 {
-                overlaps as f64 / (hits.len() - 1) as f64
-            } else {
-                0.0
-            },
+            (h.max_transverse_residual / cfg.sigma_transverse).ln_1p(),
+            (h.max_z_residual / cfg.sigma_z).ln_1p(),
+            overlaps as f64 / hits.len().saturating_sub(1).max(1) as f64,
             ambiguous as f64 / hits.len() as f64,
             within.iter().copied().fold(f32::INFINITY, f32::min) as f64,
         ];
-        for (slot, v) in rows[t * NUM_TRACK_FEATURES..].iter_mut().zip(row) {
-            *slot = v as f32;
-        }
+        row.map(|v| v as f32)
+    };
+    let per_track: Vec<[f32; NUM_TRACK_FEATURES]> = members
+        .par_iter_mut()
+        .enumerate()
+        .map(|(t, hits)| row_of(t, hits))
+        .collect();
+    for (t, row) in per_track.iter().enumerate() {
+        rows[t * NUM_TRACK_FEATURES..(t + 1) * NUM_TRACK_FEATURES].copy_from_slice(row);
     }
     rows
 }

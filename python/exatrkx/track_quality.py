@@ -155,9 +155,9 @@ def track_features(
     edge_index: np.ndarray,
     scores: np.ndarray,
 ) -> np.ndarray:
-    """`[T, 13]` float32 rows of tracks `0..T` (labels as track building numbers them, -1
-    none); `second_pass[t]` tells where track t came from; `edge_index`/`scores` are the
-    edges track building read (above the GNN cut)."""
+    """`[T, NUM_TRACK_FEATURES]` float32 rows of tracks `0..T` (labels as track building
+    numbers them, -1 none); `second_pass[t]` tells where track t came from;
+    `edge_index`/`scores` are the edges track building read (above the GNN cut)."""
     features = np.asarray(features, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)

@@ -257,16 +257,18 @@ class TrackQualityModule(StageModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def track_loss(self, batch) -> Tensor:
+        rows, target = batch
+        return F.binary_cross_entropy_with_logits(self.net(rows), target)
+
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        x, y = batch
-        loss = F.binary_cross_entropy_with_logits(self.net(x), y)
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(y))
+        loss = self.track_loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch[1]))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
-        loss = F.binary_cross_entropy_with_logits(self.net(x), y)
-        self.log("val_loss", loss, batch_size=len(y), sync_dist=True)
+        loss = self.track_loss(batch)
+        self.log("val_loss", loss, batch_size=len(batch[1]), sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
         pass  # no edge counts here: the loss is the validation metric
