@@ -57,6 +57,18 @@ def test_missing_model_file_is_named(server):
     assert "gnn.pt" in body["error"] and "no such file" in body["error"], body
 
 
+def test_track_model_of_the_wrong_kind_is_named(server, features):
+    """A track model that is not a track-quality network (here the filter) is refused at load,
+    naming what it lacks; switching the stage off serves without the file."""
+    add_model(server, "tracks_filter", parameters={"track_model": "filter.pt"})
+    status, body = load(server, "tracks_filter")
+    assert status == 400 and "num_track_features" in body["error"], body
+    add_model(server, "no_tracks", parameters={"track_model": "none"})
+    (server.model_repository / "no_tracks" / "1" / "tracks.pt").unlink()
+    status, body = load(server, "no_tracks")
+    assert status == 200, body
+
+
 def test_contract_violation_is_named(server):
     add_model(server, "batched")
     config = server.model_repository / "batched" / "config.pbtxt"
