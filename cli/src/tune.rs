@@ -173,6 +173,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .map(|c| c.gnn_cut)
         .fold(f32::INFINITY, f32::min);
     let pipeline = Pipeline::new(run_cfg).context("loading the pipeline")?;
+    let grids_track_cut = settings.iter().flatten().any(|(k, _)| k == "track_cut");
+    if grids_track_cut && pipeline.track_quality().is_none() {
+        bail!("--grid track_cut needs a track-quality network: set track_model (config.pbtxt or --param track_model=FILE)");
+    }
 
     let ids = event_ids(&args.events, &args.event_ids)?;
     let eval_cfg = EvalConfig::default();

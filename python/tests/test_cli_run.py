@@ -70,6 +70,12 @@ def test_run_names_a_bad_parameter(tmp_path):
             "--param",
             "radius=-1",
         )
+    # a scan of track_cut without a track-quality network would score nothing new
+    with pytest.raises(RuntimeError, match="track_model"):
+        rust_tools.run(
+            rust_tools.EXATRKX, "tune", "--events", events, "--model", MODEL,
+            "--grid", "track_cut=0.3,0.6",
+        )  # fmt: skip
 
 
 @needs_rust
