@@ -224,3 +224,14 @@ def test_tracks_command_trains_chooses_a_cut_and_exports(tmp_path):
     assert {"efficiency", "fake_rate"} <= set(section["test"])
     assert len(section["cut_scan"]) == len(train.TRACK_CUTS)
     assert load(out / "tracks.pt").num_track_features() == track_quality.NUM_TRACK_FEATURES
+
+
+def test_track_cut_rules():
+    scan = [
+        {"track_cut": 0.5, "efficiency": 0.945, "fake_rate": 0.015},
+        {"track_cut": 0.7, "efficiency": 0.93, "fake_rate": 0.008},
+        {"track_cut": 0.8, "efficiency": 0.90, "fake_rate": 0.005},
+    ]
+    assert train.choose_track_cut(scan, None)[0]["track_cut"] == 0.5
+    assert train.choose_track_cut(scan, 0.01)[0]["track_cut"] == 0.7
+    assert train.choose_track_cut(scan, 0.001)[0]["track_cut"] == 0.5  # none reaches it
