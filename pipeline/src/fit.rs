@@ -214,13 +214,30 @@ pub fn fit_helix(x: &[f64], y: &[f64], z: &[f64], cfg: &FitConfig) -> TrackParam
     }
 }
 
-/// Positions in mm of spacepoints from their feature rows (`r = 1000 f0`, `phi = pi f1`,
-/// `z = 1000 f2`).
-pub fn positions(features: &[f32], num_features: usize, hits: &[u32]) -> [Vec<f64>; 3] {
+/// The spacepoints of each track `0..num_tracks`, in index order.
+pub fn members_by_track(labels: &[i64], num_tracks: usize) -> Vec<Vec<u32>> {
+    let mut members: Vec<Vec<u32>> = vec![Vec::new(); num_tracks];
+    for (i, &l) in labels.iter().enumerate() {
+        if l >= 0 {
+            members[l as usize].push(i as u32);
+        }
+    }
+    members
+}
+
+/// Sort a track's spacepoints into crossing order (by radius feature, then index) and return
+/// their positions in mm from the feature rows (`r = 1000 f0`, `phi = pi f1`, `z = 1000 f2`).
+pub fn crossing_positions(
+    features: &[f32],
+    num_features: usize,
+    hits: &mut [u32],
+) -> [Vec<f64>; 3] {
+    let radius = |i: u32| features[i as usize * num_features];
+    hits.sort_by(|&a, &b| radius(a).total_cmp(&radius(b)).then(a.cmp(&b)));
     let mut x = Vec::with_capacity(hits.len());
     let mut y = Vec::with_capacity(hits.len());
     let mut z = Vec::with_capacity(hits.len());
-    for &i in hits {
+    for &i in hits.iter() {
         let row = &features[i as usize * num_features..];
         let (r, phi) = (1000.0 * row[0] as f64, PI * row[1] as f64);
         x.push(r * phi.cos());
@@ -239,20 +256,11 @@ pub fn fit_tracks(
     num_tracks: usize,
     cfg: &FitConfig,
 ) -> Vec<TrackParams> {
-    let mut members: Vec<Vec<u32>> = vec![Vec::new(); num_tracks];
-    for (i, &l) in labels.iter().enumerate() {
-        if l >= 0 {
-            members[l as usize].push(i as u32);
-        }
-    }
-    members
-        .par_iter()
+    members_by_track(labels, num_tracks)
+        .par_iter_mut()
         .enumerate()
         .map(|(label, hits)| {
-            let mut hits = hits.clone();
-            let radius = |i: u32| features[i as usize * num_features];
-            hits.sort_by(|&a, &b| radius(a).total_cmp(&radius(b)).then(a.cmp(&b)));
-            let [x, y, z] = positions(features, num_features, &hits);
+            let [x, y, z] = crossing_positions(features, num_features, hits);
             let mut params = fit_helix(&x, &y, &z, cfg);
             params.label = label as i64;
             params

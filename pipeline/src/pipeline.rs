@@ -288,12 +288,8 @@ impl Pipeline {
         })?;
         if let Some(quality) = &self.track_quality {
             tracks = timed(ctx, timings, "track_quality", || {
-                let index = host_slice::<i64>(&event.edge_index, "track_quality")?;
+                let (index, scores) = event.host_scored_edges("track_quality")?;
                 let (src, dst) = index.split_at(index.len() / 2);
-                let scores = match &event.edge_scores {
-                    Some(s) => host_slice::<f32>(s, "track_quality")?.to_vec(),
-                    None => vec![1.0; src.len()],
-                };
                 let cut = self.cfg.track_cut;
                 quality.select(
                     input.features,

@@ -160,6 +160,20 @@ impl<'a> EventData<'a> {
     pub fn num_edges(&self) -> usize {
         self.edge_index.size().get(1).copied().unwrap_or(0) as usize
     }
+
+    /// Host views of the edges (`[src..., dst...]`) and their scores, 1 for every edge when no
+    /// classifier scored them.
+    pub fn host_scored_edges(
+        &self,
+        stage: &'static str,
+    ) -> Result<(HostSlice<'_, i64>, HostSlice<'_, f32>)> {
+        let index = host_slice::<i64>(&self.edge_index, stage)?;
+        let scores = match &self.edge_scores {
+            Some(s) => host_slice::<f32>(s, stage)?,
+            None => HostSlice::Owned(vec![1.0; index.len() / 2]),
+        };
+        Ok((index, scores))
+    }
 }
 
 /// Builds the candidate edges of an event (`edge_index`).

@@ -413,12 +413,8 @@ pub struct Walkthrough {
 
 impl TrackBuilding for Walkthrough {
     fn build_tracks(&self, _ctx: &ExecutionContext, event: &EventData) -> Result<TrackLabels> {
-        let index = host_slice::<i64>(&event.edge_index, "tracks")?;
+        let (index, scores) = event.host_scored_edges("tracks")?;
         let (src, dst) = index.split_at(index.len() / 2);
-        let scores = match &event.edge_scores {
-            Some(s) => host_slice::<f32>(s, "tracks")?.to_vec(),
-            None => vec![1.0; src.len()],
-        };
         Ok(walkthrough_passes(
             event.num_spacepoints(),
             src,

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use tch::{Kind, Tensor};
 
 use crate::error::{PipelineError, Result};
-use crate::fit::{helix, positions, FitConfig, Helix};
+use crate::fit::{crossing_positions, helix, members_by_track, FitConfig, Helix};
 use crate::model::TorchModel;
 use crate::stage::{torch_error, ExecutionContext, TrackLabels};
 use crate::track_building::relabel;
@@ -74,12 +74,6 @@ pub fn track_features(
         best[a as usize] = best[a as usize].max(w);
         best[b as usize] = best[b as usize].max(w);
     }
-    let mut members: Vec<Vec<u32>> = vec![Vec::new(); tracks.num_tracks];
-    for (i, &l) in labels.iter().enumerate() {
-        if l >= 0 {
-            members[l as usize].push(i as u32);
-        }
-    }
     let radius = |i: u32| features[i as usize * num_features];
     let is_strip = |i: u32| {
         let row = &features[i as usize * num_features..(i as usize + 1) * num_features];
@@ -87,8 +81,7 @@ pub fn track_features(
     };
     let cfg = FitConfig::default();
     let row_of = |t: usize, hits: &mut Vec<u32>| -> [f32; NUM_TRACK_FEATURES] {
-        hits.sort_by(|&a, &b| radius(a).total_cmp(&radius(b)).then(a.cmp(&b)));
-        let [x, y, z] = positions(features, num_features, hits);
+        let [x, y, z] = crossing_positions(features, num_features, hits);
         // track building keeps two spacepoints at least; a lone one reads as a straight track
         let h = helix(&x, &y, &z, &cfg).unwrap_or(Helix {
             pt: f64::INFINITY,
@@ -149,7 +142,7 @@ pub fn track_features(
         ];
         row.map(|v| v as f32)
     };
-    let per_track: Vec<[f32; NUM_TRACK_FEATURES]> = members
+    let per_track: Vec<[f32; NUM_TRACK_FEATURES]> = members_by_track(labels, tracks.num_tracks)
         .par_iter_mut()
         .enumerate()
         .map(|(t, hits)| row_of(t, hits))

@@ -643,12 +643,12 @@ class ReferencePipeline:
         self.dtype = torch.bfloat16 if params.precision == "bf16" else torch.float32
         version_dir = Path(version_dir)
 
-        def load(name: str):
+        def load(name: str, dtype: torch.dtype = self.dtype):
             with warnings.catch_warnings():
                 # TorchScript is the contract of docs/DESIGN.md (libtorch loads it in Rust).
                 warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated")
                 module = torch.jit.load(str(version_dir / name), map_location="cpu").eval()
-            return module.to(self.dtype) if self.dtype != torch.float32 else module
+            return module.to(dtype) if dtype != torch.float32 else module
 
         self.embedding = (
             load(params.embedding_model) if params.graph_construction == "radius" else None
@@ -664,11 +664,7 @@ class ReferencePipeline:
         self.track_model = None
         if params.track_model:
             # a small MLP on host rows: always fp32
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated")
-                self.track_model = torch.jit.load(
-                    str(version_dir / params.track_model), map_location="cpu"
-                ).eval()
+            self.track_model = load(params.track_model, torch.float32)
             width = int(self.track_model.num_track_features())
             if width != track_quality.NUM_TRACK_FEATURES:
                 raise ValueError(

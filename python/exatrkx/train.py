@@ -317,7 +317,7 @@ def make_trainer(args, stage: str, layout: Layout) -> L.Trainer:
     )
 
 
-def fit(module: L.LightningModule, dm: EventDataModule, args, stage: str, layout: Layout):
+def fit(module: L.LightningModule, dm: L.LightningDataModule, args, stage: str, layout: Layout):
     """Train; on rank zero return (best module on CPU, seconds, epoch losses), else None."""
     L.seed_everything(args.seed, workers=True, verbose=False)
     trainer = make_trainer(args, stage, layout)
@@ -650,7 +650,7 @@ class TrackRows(L.LightningDataModule):
         return torch.utils.data.DataLoader(self.val_set, self.batch_size)
 
 
-def track_candidates(refs: list[EventRef], params) -> list[dict]:
+def candidates_of_events(refs: list[EventRef], params) -> list[dict]:
     """Per event: the candidates the configured track building makes from the GNN's scored
     edges, their rows and whether each is matched to a particle."""
     out = []
@@ -729,7 +729,7 @@ def run_tracks(args, layout: Layout, splits, smoke: bool) -> None:
     overrides = dict(item.split("=", 1) for item in args.param)
     params = reference.load_parameters(folder, overrides)
     start = time.perf_counter()
-    candidates = {split: track_candidates(refs, params) for split, refs in splits.items()}
+    candidates = {split: candidates_of_events(refs, params) for split, refs in splits.items()}
     prepare_seconds = time.perf_counter() - start
     train_rows = stack_rows(candidates["train"])
     log(
@@ -741,17 +741,11 @@ def run_tracks(args, layout: Layout, splits, smoke: bool) -> None:
     )
     module.net.set_standardisation(train_rows[0])
     dm = TrackRows(train_rows, stack_rows(candidates["val"]), args.track_batch)
-    L.seed_everything(args.seed, workers=True, verbose=False)
-    trainer = make_trainer(args, "tracks", layout)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
-    seconds = time.perf_counter() - start
-    if not trainer.is_global_zero:
+    result = fit(module, dm, args, "tracks", layout)
+    if result is None:
         return
-    best = trainer.checkpoint_callback.best_model_path
-    if best:
-        module = TrackQualityModule.load_from_checkpoint(best, map_location="cpu")
-    net = module.net.cpu().eval()
+    module, seconds, history = result
+    net = module.net
     scan = track_scan(net, candidates["val"], TRACK_CUTS)
     log("track_cut scan on validation events:")
     log(metrics.format_table(scan, ["track_cut", "efficiency", "fake_rate", "duplicate_rate"]))
@@ -777,7 +771,7 @@ def run_tracks(args, layout: Layout, splits, smoke: bool) -> None:
         "hparams": dict(module.hparams),
         "train_seconds": seconds,
         "prepare_seconds": prepare_seconds,
-        "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
+        "final": history,
         "cut_scan": scan,
         "parameters": {"track_cut": cut, "track_model": layout.tracks.name},
         "val": chosen,
