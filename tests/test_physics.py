@@ -20,14 +20,15 @@ from exatrkx_client import ExaTrkXClient
 MODEL = paths.MODEL_REPOSITORY / "exatrkx"
 EXATRKX = paths.REPO_ROOT / "target" / "release" / "exatrkx"
 
-# Floors below the model card's held-out numbers (efficiency 0.92, fake rate 0.023 at pile-up
-# 200, single events 0.92-0.93 and 0.017-0.028; 0.96 and 0.03 on the real event): they fail on
-# a broken or mismatched model or parameters, not on an unlucky event. Raise them with the
-# models (the project's goal is efficiency >= 0.97 and fake rate <= 0.01).
-MIN_EFFICIENCY_MU200 = 0.85
-MAX_FAKE_RATE_MU200 = 0.08
-MIN_EFFICIENCY_REAL = 0.90
-MAX_FAKE_RATE_REAL = 0.05
+# Floors below the model card's held-out numbers (pile-up 200: efficiency 0.933, fake rate
+# 0.0084, single events 0.921-0.943 and 0.0065-0.0099; the real event 0.978 and 0.0035): they
+# fail on a broken or mismatched model or parameters (without the track-quality stage the fake
+# rate is 0.021), not on an unlucky event. Raise them with the models (the project's goal is
+# efficiency >= 0.97 and fake rate <= 0.01).
+MIN_EFFICIENCY_MU200 = 0.89
+MAX_FAKE_RATE_MU200 = 0.016
+MIN_EFFICIENCY_REAL = 0.95
+MAX_FAKE_RATE_REAL = 0.01
 
 
 def test_trained_models_are_in_the_repository():

@@ -120,6 +120,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             out.join("efficiency_vs_eta.csv"),
             bins_csv("eta", &total.efficiency_vs_eta),
         )?;
+        std::fs::write(
+            out.join("efficiency_vs_vz.csv"),
+            bins_csv("vz", &total.efficiency_vs_vz),
+        )?;
         let mut s = String::from(
             "event_id,target_particles,matched_targets,matched_targets_double_majority,candidates,fake_candidates,duplicate_candidates,efficiency,double_majority_efficiency,fake_rate,duplicate_rate\n",
         );
@@ -140,7 +144,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             );
         }
         std::fs::write(out.join("events.csv"), s)?;
-        tracing::info!(out = %out.display(), "wrote metrics.json, events.csv, efficiency_vs_pt.csv, efficiency_vs_eta.csv");
+        tracing::info!(out = %out.display(), "wrote metrics.json, events.csv, efficiency_vs_pt.csv, efficiency_vs_eta.csv, efficiency_vs_vz.csv");
     }
     Ok(())
 }

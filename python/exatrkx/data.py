@@ -100,6 +100,10 @@ def event_sample(event: trackml.Event, truth_cfg: TruthConfig = TruthConfig()) -
         "truth_pairs": pairs_t,
         "truth_edges": truth_edges,
         "truth_target": target_t[truth_edges[0]],
+        # production-vertex z of each spacepoint's particle (mm; 0 for noise): loss weights
+        "vertex_z": torch.from_numpy(
+            np.where(real, np.nan_to_num(vertex[:, 2]), 0.0).astype(np.float32)
+        ),
     }
 
 

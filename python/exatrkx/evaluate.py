@@ -18,6 +18,9 @@ from exatrkx import trackml
 
 PT_BINS = [0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 100.0]
 ETA_BINS = [-4.0 + 0.5 * i for i in range(17)]
+# production-vertex z (mm); the beam spot is 50 mm long
+VZ_BINS = [-200.0 + 25.0 * i for i in range(17)]
+TABLES = ("efficiency_vs_pt", "efficiency_vs_eta", "efficiency_vs_vz")
 COUNTS = (
     "events",
     "target_particles",
@@ -39,6 +42,7 @@ class EvalConfig:
     match_fraction: float = 0.5
     pt_bins: list[float] = field(default_factory=lambda: list(PT_BINS))
     eta_bins: list[float] = field(default_factory=lambda: list(ETA_BINS))
+    vz_bins: list[float] = field(default_factory=lambda: list(VZ_BINS))
 
 
 def _ratio(a: int, b: int) -> float:
@@ -74,7 +78,7 @@ def finish(m: dict) -> dict:
 def merge(a: dict, b: dict) -> dict:
     """Sum of two metrics dicts with the same binning."""
     out = {k: a[k] + b[k] for k in COUNTS}
-    for key in ("efficiency_vs_pt", "efficiency_vs_eta"):
+    for key in TABLES:
         out[key] = [
             {
                 **x,
@@ -91,6 +95,7 @@ def empty(config: EvalConfig) -> dict:
     nothing = np.zeros(0)
     m["efficiency_vs_pt"] = _bins(config.pt_bins, nothing, nothing.astype(bool))
     m["efficiency_vs_eta"] = _bins(config.eta_bins, nothing, nothing.astype(bool))
+    m["efficiency_vs_vz"] = _bins(config.vz_bins, nothing, nothing.astype(bool))
     return finish(m)
 
 
@@ -144,6 +149,8 @@ def evaluate(event: trackml.Event, labels, config: EvalConfig | None = None) -> 
     m["matched_targets_double_majority"] = int((target & found_dm).sum())
     m["efficiency_vs_pt"] = _bins(config.pt_bins, pt[base & in_eta], found[base & in_eta])
     m["efficiency_vs_eta"] = _bins(config.eta_bins, eta[base & in_pt], found[base & in_pt])
+    vz = p["vz"].to_numpy(np.float64)
+    m["efficiency_vs_vz"] = _bins(config.vz_bins, vz[target], found[target])
     return finish(m)
 
 

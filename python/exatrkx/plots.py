@@ -37,13 +37,15 @@ def _efficiency(ax, bins, xlabel: str, log: bool = False) -> None:
 
 
 def efficiency_plots(metrics: dict, directory: str | Path) -> list[Path]:
-    """efficiency_vs_pt.png and efficiency_vs_eta.png from a metrics dict."""
+    """efficiency_vs_pt.png, efficiency_vs_eta.png and efficiency_vs_vz.png from a metrics
+    dict."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for key, xlabel, log in (
         ("efficiency_vs_pt", "particle $p_T$ [GeV]", True),
         ("efficiency_vs_eta", r"particle $\eta$", False),
+        ("efficiency_vs_vz", "production vertex $z$ [mm]", False),
     ):
         fig, ax = plt.subplots(figsize=(6, 4))
         _efficiency(ax, metrics[key], xlabel, log)

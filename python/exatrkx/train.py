@@ -619,6 +619,7 @@ def run_gnn(args, layout: Layout, splits, smoke: bool) -> None:
         non_target_weight=args.non_target_weight,
         lr=args.gnn_lr,
         crop_sectors=args.crop_sectors,
+        vertex_z_weight=args.gnn_vertex_z_weight,
     )
     if args.init:
         init_weights(module.net, args.init)
@@ -927,6 +928,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gnn-lr", type=float, default=3e-3)
     g.add_argument("--node-columns", type=int, default=9, choices=[3, 9], help="plain model")
     g.add_argument("--gnn-pos-weight", type=float, default=1.0)
+    g.add_argument(
+        "--gnn-vertex-z-weight",
+        type=float,
+        default=0.0,
+        help="weight true target edges by 1 + W (vertex z / 50 mm)^2 (at most 1 + 4 W): "
+        "particles from vertices far along the beam spot count more (0: off)",
+    )
     g.add_argument("--gnn-efficiency", type=float, default=0.98)
     g.add_argument(
         "--graphs-from",

@@ -36,7 +36,8 @@ def toy_event() -> trackml.Event:
             "particle_id": [1, 2, 3, 4],
             "vx": 0.0,
             "vy": 0.0,
-            "vz": 0.0,
+            # along the beam line; particle 4 outside the vertex-z table
+            "vz": [-30.0, 10.0, 10.0, 250.0],
             "px": 2.0,
             "py": 0.0,
             "pz": 0.5,
@@ -63,6 +64,9 @@ def test_split_merged_and_noise_candidates():
     assert (m["efficiency"], m["fake_rate"], m["duplicate_rate"]) == (0.5, 0.4, 0.2)
     (pt_bin,) = [b for b in m["efficiency_vs_pt"] if b["lo"] == 2.0]
     assert (pt_bin["particles"], pt_bin["matched"]) == (4, 2)
+    vz = {b["lo"]: (b["particles"], b["matched"]) for b in m["efficiency_vs_vz"]}
+    assert vz[-50.0] == (1, 1) and vz[0.0] == (2, 1)
+    assert sum(p for p, _ in vz.values()) == 3
     strict = evaluate.EvalConfig(min_hits=7)
     m = evaluate.evaluate(toy_event(), labels, strict)
     assert (m["target_particles"], m["matched_targets"]) == (2, 2)
@@ -107,12 +111,12 @@ def test_rust_and_python_agree(tmp_path):
         assert rust["total"][key] == total[key], key
     for key in ("efficiency", "double_majority_efficiency", "fake_rate", "duplicate_rate"):
         assert rust["total"][key] == pytest.approx(total[key], abs=1e-12), key
-    for key in ("efficiency_vs_pt", "efficiency_vs_eta"):
+    for key in evaluate.TABLES:
         assert rust["total"][key] == total[key], key
     assert [e["event_id"] for e in rust["events"]] == [i for i, _ in per_event]
     paths = evaluate.main(
         ["--events", str(events), "--labels", str(labels_dir), "--plots", str(tmp_path / "png")]
     )
     assert paths == 0
-    for name in ("efficiency_vs_pt.png", "efficiency_vs_eta.png"):
+    for name in (key + ".png" for key in evaluate.TABLES):
         assert (tmp_path / "png" / name).read_bytes()[:4] == b"\x89PNG"

@@ -17,7 +17,12 @@ from exatrkx.models.graph import (
     phi_sector_edges,
     radius_graph,
 )
-from exatrkx.models.lightning import EmbeddingModule, FilterModule, GNNModule
+from exatrkx.models.lightning import (
+    EmbeddingModule,
+    FilterModule,
+    GNNModule,
+    vertex_z_factor,
+)
 from exatrkx.paths import shared_trackml_dir
 
 REAL = shared_trackml_dir()
@@ -188,6 +193,40 @@ def test_phi_sectors_crop_the_graph(toy_graph):
         for _ in range(5):
             module.training_step(toy_graph, 0)
     assert max(seen) < edge_index.shape[1]
+
+
+def test_vertex_z_weighting(toy_dir, toy_graph):
+    """Samples carry each spacepoint's production-vertex z (0 for noise); the GNN loss can
+    weight true edges by it, and without it is the plain weighted BCE."""
+    event = trackml.read_event(toy_dir, 1)
+    pid = event.truth["particle_id"].to_numpy(np.int64)
+    vz = event.particles.set_index("particle_id")["vz"]
+    want = np.where(pid != 0, vz.reindex(pid).fillna(0.0).to_numpy(), 0.0)
+    assert np.allclose(data.event_sample(event)["vertex_z"].numpy(), want, atol=1e-4)
+    batch = dict(toy_graph)
+    ends = torch.arange(4)
+    batch["vertex_z"] = torch.zeros(batch["x"].shape[0])
+    batch["vertex_z"][:4] = torch.tensor([0.0, 50.0, -100.0, 400.0])
+    assert vertex_z_factor(batch, ends, 1.0).tolist() == [1.0, 2.0, 5.0, 5.0]
+    assert vertex_z_factor(batch, ends, 0.5).tolist() == [1.0, 1.5, 3.0, 3.0]
+    edge_index = batch["edge_index"]
+    torch.manual_seed(0)
+    plain = GNNModule(hidden=8, iterations=1)
+    weighted = GNNModule(hidden=8, iterations=1, vertex_z_weight=1.0)
+    weighted.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        batch["vertex_z"] = torch.zeros(batch["x"].shape[0])
+        same = (
+            float(plain.edge_loss(batch, edge_index)),
+            float(weighted.edge_loss(batch, edge_index)),
+        )
+        batch["vertex_z"] = torch.full((batch["x"].shape[0],), 80.0)
+        far = float(weighted.edge_loss(batch, edge_index))
+    assert same[0] == pytest.approx(same[1])
+    assert far > same[0]  # true edges count 1 + (80/50)^2 = 3.56 times as much
+    del batch["vertex_z"]
+    with pytest.raises(ValueError, match="vertex_z"):
+        weighted.edge_loss(batch, edge_index)
 
 
 def test_edge_classifier_takes_an_empty_graph(toy_graph):

@@ -25,6 +25,15 @@ pub struct EvalConfig {
     pub pt_bins: Vec<f64>,
     /// Bin edges of the efficiency-vs-eta table: particles passing every cut but eta.
     pub eta_bins: Vec<f64>,
+    /// Bin edges of the efficiency-vs-vertex-z table (mm): target particles by the z of their
+    /// production vertex (the beam spot is 50 mm long: pile-up vertices far from z = 0 are
+    /// the hard ones for a pipeline that learnt tracks from the origin).
+    #[serde(default = "default_vz_bins")]
+    pub vz_bins: Vec<f64>,
+}
+
+fn default_vz_bins() -> Vec<f64> {
+    (0..=16).map(|i| -200.0 + 25.0 * i as f64).collect()
 }
 
 impl Default for EvalConfig {
@@ -40,6 +49,7 @@ impl Default for EvalConfig {
                 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 100.0,
             ],
             eta_bins: (0..=16).map(|i| -4.0 + 0.5 * i as f64).collect(),
+            vz_bins: default_vz_bins(),
         }
     }
 }
@@ -68,6 +78,8 @@ pub struct Metrics {
     pub duplicate_rate: f64,
     pub efficiency_vs_pt: Vec<Bin>,
     pub efficiency_vs_eta: Vec<Bin>,
+    #[serde(default)]
+    pub efficiency_vs_vz: Vec<Bin>,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -113,6 +125,7 @@ impl Metrics {
             duplicate_rate: 0.0,
             efficiency_vs_pt: bins(&cfg.pt_bins),
             efficiency_vs_eta: bins(&cfg.eta_bins),
+            efficiency_vs_vz: bins(&cfg.vz_bins),
         }
     }
 
@@ -129,11 +142,13 @@ impl Metrics {
             .efficiency_vs_pt
             .iter_mut()
             .chain(self.efficiency_vs_eta.iter_mut())
+            .chain(self.efficiency_vs_vz.iter_mut())
             .zip(
                 other
                     .efficiency_vs_pt
                     .iter()
-                    .chain(&other.efficiency_vs_eta),
+                    .chain(&other.efficiency_vs_eta)
+                    .chain(&other.efficiency_vs_vz),
             )
         {
             a.particles += b.particles;
@@ -236,6 +251,7 @@ pub fn evaluate(event: &Event, labels: &[i64], cfg: &EvalConfig) -> Result<Metri
             fill(&mut m.efficiency_vs_eta, eta, found);
         }
         if base && in_pt && in_eta {
+            fill(&mut m.efficiency_vs_vz, p.vz, found);
             m.target_particles += 1;
             m.matched_targets += u64::from(found);
             m.matched_targets_double_majority += u64::from(double);

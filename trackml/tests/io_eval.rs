@@ -101,7 +101,8 @@ fn toy_event() -> Event {
                 particle_type: 211,
                 vx: 0.0,
                 vy: 0.0,
-                vz: 0.0,
+                // production vertices along the beam line; particle 4's outside the table
+                vz: [-30.0, 10.0, 10.0, 250.0][pid as usize - 1],
                 px: 2.0,
                 py: 0.0,
                 pz: 0.5,
@@ -146,6 +147,14 @@ fn evaluation_of_split_merged_and_noise_tracks() {
     assert_eq!((bin.particles, bin.matched), (4, 2));
     let bin = m.efficiency_vs_eta.iter().find(|b| b.lo == 0.0).unwrap();
     assert_eq!((bin.particles, bin.matched), (4, 2));
+    // Vertex z: particle 1 (found) in [-50, -25), particles 2 (found) and 3 in [0, 25);
+    // particle 4 at 250 mm is a target outside the table.
+    let bin = m.efficiency_vs_vz.iter().find(|b| b.lo == -50.0).unwrap();
+    assert_eq!((bin.particles, bin.matched), (1, 1));
+    let bin = m.efficiency_vs_vz.iter().find(|b| b.lo == 0.0).unwrap();
+    assert_eq!((bin.particles, bin.matched), (2, 1));
+    let binned: u64 = m.efficiency_vs_vz.iter().map(|b| b.particles).sum();
+    assert_eq!(binned, 3);
     // Raising the pT cut removes every target; min_hits 7 keeps particles 1 and 2.
     let high = EvalConfig {
         pt_min: 3.0,

@@ -134,6 +134,20 @@ class EmbeddingModule(StageModule):
         self.add_val_counts(graph_counts(graph, batch))
 
 
+def vertex_z_factor(batch: dict, ends: Tensor, strength: float) -> Tensor:
+    """`1 + strength (z / 50 mm)^2`, at most `1 + 4 strength`, for the production-vertex z
+    of each edge's first spacepoint: true edges from vertices far along the beam spot (50 mm
+    long) are few, so an unweighted loss learns to doubt any doublet that does not point to
+    z = 0, and loses those particles (docs/TRAINING.md)."""
+    if "vertex_z" not in batch:
+        raise ValueError(
+            "--gnn-vertex-z-weight needs samples with vertex_z: delete the output folder's "
+            "samples/ (written before the column existed) to rebuild them"
+        )
+    z = batch["vertex_z"].index_select(0, ends).float() / 50.0
+    return 1.0 + strength * (z * z).clamp_max(4.0)
+
+
 class EdgeClassifierModule(StageModule):
     """Weighted BCE on the input graph's edges: true edges of target particles weight
     `pos_weight`, other true edges `pos_weight * non_target_weight`, false edges 1.
@@ -143,6 +157,7 @@ class EdgeClassifierModule(StageModule):
 
     edges_per_step = 0  # 0: the whole graph of the event
     crop_sectors = 0  # 0 or 1: no crop
+    vertex_z_weight = 0.0  # 0: no vertex-z weighting
 
     def edge_loss(self, batch: dict, edge_index: Tensor) -> Tensor:
         hp = self.hparams
@@ -151,6 +166,8 @@ class EdgeClassifierModule(StageModule):
         logits = self.net(batch["x"], edge_index)
         y, y_target = edge_labels(edge_index, batch["particle_id"], batch["target_hit"])
         w_true = torch.where(y_target, 1.0, hp.non_target_weight) * hp.pos_weight
+        if self.vertex_z_weight > 0:
+            w_true = w_true * vertex_z_factor(batch, edge_index[0], self.vertex_z_weight)
         weight = torch.where(y, w_true, 1.0)
         return F.binary_cross_entropy_with_logits(logits.float(), y.float(), weight=weight)
 
@@ -220,10 +237,12 @@ class GNNModule(EdgeClassifierModule):
         lr: float = 3e-3,
         weight_decay: float = 1e-5,
         crop_sectors: int = 0,
+        vertex_z_weight: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.crop_sectors = crop_sectors
+        self.vertex_z_weight = vertex_z_weight
         self.net = build_gnn(
             model,
             num_features=num_features,
