@@ -18,7 +18,7 @@ from exatrkx import trackml
 
 PT_BINS = [0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 100.0]
 ETA_BINS = [-4.0 + 0.5 * i for i in range(17)]
-# production-vertex z (mm); the beam spot is 50 mm long
+# production-vertex z (mm); the beam spot has sigma_z = 50 mm
 VZ_BINS = [-200.0 + 25.0 * i for i in range(17)]
 TABLES = ("efficiency_vs_pt", "efficiency_vs_eta", "efficiency_vs_vz")
 COUNTS = (

@@ -26,7 +26,7 @@ pub struct EvalConfig {
     /// Bin edges of the efficiency-vs-eta table: particles passing every cut but eta.
     pub eta_bins: Vec<f64>,
     /// Bin edges of the efficiency-vs-vertex-z table (mm): target particles by the z of their
-    /// production vertex (the beam spot is 50 mm long: pile-up vertices far from z = 0 are
+    /// production vertex (the beam spot has sigma_z = 50 mm: pile-up vertices far from z = 0 are
     /// the hard ones for a pipeline that learnt tracks from the origin).
     #[serde(default = "default_vz_bins")]
     pub vz_bins: Vec<f64>,
