@@ -112,18 +112,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             out.join("metrics.json"),
             serde_json::to_string_pretty(&json)?,
         )?;
-        std::fs::write(
-            out.join("efficiency_vs_pt.csv"),
-            bins_csv("pt", &total.efficiency_vs_pt),
-        )?;
-        std::fs::write(
-            out.join("efficiency_vs_eta.csv"),
-            bins_csv("eta", &total.efficiency_vs_eta),
-        )?;
-        std::fs::write(
-            out.join("efficiency_vs_vz.csv"),
-            bins_csv("vz", &total.efficiency_vs_vz),
-        )?;
+        for (name, bins) in total.tables() {
+            std::fs::write(
+                out.join(format!("efficiency_vs_{name}.csv")),
+                bins_csv(name, bins),
+            )?;
+        }
         let mut s = String::from(
             "event_id,target_particles,matched_targets,matched_targets_double_majority,candidates,fake_candidates,duplicate_candidates,efficiency,double_majority_efficiency,fake_rate,duplicate_rate\n",
         );

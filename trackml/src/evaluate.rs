@@ -129,6 +129,15 @@ impl Metrics {
         }
     }
 
+    /// The efficiency tables by the name of their variable (`efficiency_vs_{name}`).
+    pub fn tables(&self) -> [(&'static str, &[Bin]); 3] {
+        [
+            ("pt", &self.efficiency_vs_pt),
+            ("eta", &self.efficiency_vs_eta),
+            ("vz", &self.efficiency_vs_vz),
+        ]
+    }
+
     /// Adds another event's counts (same binning) and recomputes the rates.
     pub fn merge(&mut self, other: &Metrics) {
         self.events += other.events;

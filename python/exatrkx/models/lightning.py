@@ -29,6 +29,9 @@ class StageModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs, self.hparams.lr / 20)
         return {"optimizer": opt, "lr_scheduler": sched}
 
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.net(*inputs)
+
     def zero_loss(self) -> Tensor:
         # a step without pairs/edges still touches every parameter, so DDP's reducer is happy
         return sum(p.sum() for p in self.parameters()) * 0.0
@@ -84,9 +87,6 @@ class EmbeddingModule(StageModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = EmbeddingNet(num_features, hidden, layers, emb_dim, activation, layer_norm)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
 
     def pair_loss(self, emb: Tensor, batch: dict, a: Tensor, b: Tensor) -> Tensor:
         hp = self.hparams
@@ -272,9 +272,6 @@ class TrackQualityModule(StageModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = TrackQualityNet(num_track_features, hidden, layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
 
     def track_loss(self, batch) -> Tensor:
         rows, target = batch
