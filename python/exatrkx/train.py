@@ -473,8 +473,12 @@ def run_embedding(args, layout: Layout, splits, smoke: bool) -> None:
         knn_train=args.knn_train,
         random_pairs=args.random_pairs,
         non_target_weight=args.emb_non_target_weight,
+        vertex_z_weight=args.emb_vertex_z_weight,
+        crop_sectors=args.crop_sectors,
         lr=args.emb_lr,
     )
+    if args.init:
+        init_weights(module.net, args.init)
     result = fit(module, data_module(args, layout, splits), args, "embedding", layout)
     if result is None:
         return
@@ -906,6 +910,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--emb-non-target-weight", type=float, default=0.0, help="pull of non-target particles"
     )
+    e.add_argument(
+        "--emb-vertex-z-weight",
+        type=float,
+        default=0.0,
+        help="weight the pull of true target pairs by 1 + W (vertex z / 50 mm)^2 (0: off)",
+    )
     e.add_argument("--margin", type=float, default=0.1, help="hinge margin = training radius")
     e.add_argument("--knn-train", type=int, default=50, help="hard negatives per spacepoint")
     e.add_argument("--random-pairs", type=float, default=2.0, help="random pairs per spacepoint")
@@ -949,12 +959,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--crop-sectors",
         type=int,
         default=0,
-        help="train on a random phi sector of 1/N of each event per step (dense events)",
+        help="embedding and gnn commands: train on a random phi sector of 1/N of each event "
+        "per step (dense events)",
     )
     g.add_argument(
         "--init",
         type=Path,
-        help="filter or gnn command: start from this exported filter.pt / gnn.pt (fine-tuning)",
+        help="embedding, filter or gnn command: start from this exported embed.pt / filter.pt / "
+        "gnn.pt (fine-tuning)",
     )
     q = p.add_argument_group("track quality")
     q.add_argument(
@@ -990,8 +1002,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.init and args.stage not in ("filter", "gnn"):
-        parser.error("--init goes with the filter or gnn command (one network)")
+    if args.init and args.stage not in ("embedding", "filter", "gnn"):
+        parser.error("--init goes with the embedding, filter or gnn command (one network)")
     if args.graphs_from == "run" and args.stage not in ("filter", "gnn"):
         parser.error("--graphs-from run goes with the filter or gnn command")
     if any("=" not in item for item in args.param):

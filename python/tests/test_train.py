@@ -15,6 +15,7 @@ from exatrkx.models.graph import (
     contains,
     edge_labels,
     phi_sector_edges,
+    phi_sector_sample,
     radius_graph,
 )
 from exatrkx.models.lightning import (
@@ -104,9 +105,16 @@ def steps(module, batch, n, lr=3e-3):
             opt.step()
 
 
-def test_embedding_loss_goes_down(toy_sample):
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"vertex_z_weight": 1.0, "crop_sectors": 2}],
+    ids=["plain", "vertex-z-crop"],
+)
+def test_embedding_loss_goes_down(toy_sample, options):
     torch.manual_seed(0)
-    module = EmbeddingModule(hidden=32, layers=2, emb_dim=8, margin=0.2, random_pairs=4.0)
+    module = EmbeddingModule(
+        hidden=32, layers=2, emb_dim=8, margin=0.2, random_pairs=4.0, **options
+    )
     n = toy_sample["x"].shape[0]
     g = torch.Generator().manual_seed(1)
     a = torch.cat([toy_sample["truth_edges"][0], torch.randint(0, n, (2000,), generator=g)])
@@ -193,6 +201,43 @@ def test_phi_sectors_crop_the_graph(toy_graph):
         for _ in range(5):
             module.training_step(toy_graph, 0)
     assert max(seen) < edge_index.shape[1]
+
+
+def test_phi_sector_sample_crops_the_event(toy_sample):
+    x, truth = toy_sample["x"], toy_sample["truth_edges"]
+    start = -0.25
+    crop = phi_sector_sample(toy_sample, 2, start)
+    inside = torch.remainder(x[:, 1] - start, 2.0) < 1.0
+    assert 0 < int(inside.sum()) < x.shape[0]
+    for key in ("x", "particle_id", "target_hit", "vertex_z"):
+        assert torch.equal(crop[key], toy_sample[key][inside]), key
+    # the truth pairs with both ends inside, renumbered onto the same spacepoints
+    both = inside[truth[0]] & inside[truth[1]]
+    assert 0 < int(both.sum()) < truth.shape[1]
+    assert crop["truth_edges"].shape[1] == int(both.sum())
+    assert torch.equal(crop["x"][crop["truth_edges"][0]], x[truth[0, both]])
+    assert torch.equal(crop["x"][crop["truth_edges"][1]], x[truth[1, both]])
+
+
+def test_embedding_pull_weighted_by_vertex_z(toy_sample):
+    """The pull of true pairs weighs far-vertex pairs more: with the far pairs the most
+    apart the loss rises; with every vertex at z = 0 it is the plain loss."""
+    torch.manual_seed(0)
+    plain = EmbeddingModule(hidden=16, layers=2, emb_dim=4)
+    weighted = EmbeddingModule(hidden=16, layers=2, emb_dim=4, vertex_z_weight=1.0)
+    weighted.load_state_dict(plain.state_dict())
+    a, b = toy_sample["truth_edges"]
+    batch = dict(toy_sample)
+    with torch.no_grad():
+        emb = plain.net(batch["x"])
+        d2 = (emb[a] - emb[b]).pow(2).sum(1)
+        batch["vertex_z"] = torch.zeros(batch["x"].shape[0])
+        same = float(plain.pair_loss(emb, batch, a, b)), float(weighted.pair_loss(emb, batch, a, b))
+        far = a[d2 > d2.median()]
+        batch["vertex_z"][far] = 90.0
+        heavier = float(weighted.pair_loss(emb, batch, a, b))
+    assert same[0] == pytest.approx(same[1])
+    assert heavier > same[0] * 1.05
 
 
 def test_vertex_z_weighting(toy_dir, toy_graph):
@@ -416,10 +461,25 @@ def test_filter_command_fine_tunes_from_init(tmp_path, toy_dir, capsys):
 @pytest.mark.parametrize("stage", ["all", "embedding", "module-map"])
 def test_one_network_options_refuse_other_commands(tmp_path, toy_dir, stage, capsys):
     base = [stage, "--events", str(toy_dir), "--out", str(tmp_path / "out")]
-    for extra in (["--init", str(tmp_path / "x.pt")], ["--graphs-from", "run"]):
+    with pytest.raises(SystemExit):
+        train.main(base + ["--graphs-from", "run"])
+    assert "goes with the filter or gnn command" in capsys.readouterr().err
+    if stage != "embedding":
         with pytest.raises(SystemExit):
-            train.main(base + extra)
-        assert "goes with the filter or gnn command" in capsys.readouterr().err
+            train.main(base + ["--init", str(tmp_path / "x.pt")])
+        assert "goes with the embedding, filter or gnn command" in capsys.readouterr().err
+
+
+def test_embedding_command_starts_from_init(tmp_path, toy_dir):
+    from exatrkx.export import save_scripted, script
+    from exatrkx.models.networks import EmbeddingNet
+
+    path = tmp_path / "embed0.pt"
+    save_scripted(script(EmbeddingNet(9, 16, 2, 4)), path)
+    base = ["embedding", "--events", str(toy_dir), "--out", str(tmp_path / "out"), "--init"]
+    # the weights are read before any event: a network of another shape stops the command
+    with pytest.raises(SystemExit, match="shape"):
+        train.main(base + [str(path), "--emb-hidden", "32"])
 
 
 def test_max_time_reaches_the_trainer(tmp_path):

@@ -30,6 +30,28 @@ def phi_sector_edges(x: Tensor, edge_index: Tensor, sectors: int, start: float) 
     return edge_index[:, inside[edge_index[0]] & inside[edge_index[1]]]
 
 
+def phi_sector_sample(sample: dict, sectors: int, start: float) -> dict:
+    """The spacepoints in the phi window of `phi_sector_edges` with their per-spacepoint
+    columns, and the truth pairs with both ends inside, renumbered: a crop of a dense event
+    for training the embedding."""
+    x = sample["x"]
+    inside = torch.remainder(x[:, 1].float() - start, 2.0) < 2.0 / sectors
+    new_index = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+    new_index[inside] = torch.arange(int(inside.sum()), device=x.device)
+    out = {
+        k: v[inside]
+        for k, v in sample.items()
+        if not k.startswith("truth")
+        and torch.is_tensor(v)
+        and v.dim() >= 1
+        and v.shape[0] == x.shape[0]
+    }
+    truth = sample["truth_edges"]
+    keep = inside[truth[0]] & inside[truth[1]]
+    out["truth_edges"] = new_index[truth[:, keep]]
+    return out
+
+
 def edge_keys(edge_index: Tensor, num_nodes: int) -> Tensor:
     """One int64 per oriented edge, for set membership between graphs."""
     return edge_index[0] * num_nodes + edge_index[1]

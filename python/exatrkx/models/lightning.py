@@ -10,7 +10,13 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from exatrkx.metrics import COUNT_KEYS, graph_counts, summarize
-from exatrkx.models.graph import edge_labels, phi_sector_edges, radius_graph, radius_neighbours
+from exatrkx.models.graph import (
+    edge_labels,
+    phi_sector_edges,
+    phi_sector_sample,
+    radius_graph,
+    radius_neighbours,
+)
 from exatrkx.models.networks import EmbeddingNet, FilterNet, TrackQualityNet, build_gnn
 
 
@@ -64,7 +70,10 @@ class EmbeddingModule(StageModule):
     distance, weight 1 for target particles and `non_target_weight` otherwise), other pairs
     pushed beyond `margin`. Pairs: the truth edges, hard negatives (current neighbours within
     `margin`, up to `knn_train` each, of `queries` random spacepoints) and `random_pairs` x N
-    random pairs."""
+    random pairs. `vertex_z_weight` > 0 weighs the pull of each true pair by its particle's
+    production-vertex z (`vertex_z_factor`): at high pile-up the k cap of the radius graph
+    drops the true neighbours of spacepoints from vertices far along the beam spot first.
+    `crop_sectors` > 1: each step trains on a random phi sector of 1/N of the event."""
 
     def __init__(
         self,
@@ -81,6 +90,8 @@ class EmbeddingModule(StageModule):
         non_target_weight: float = 0.0,
         negative_weight: float = 1.0,
         val_knn: int = 500,
+        vertex_z_weight: float = 0.0,
+        crop_sectors: int = 0,
         lr: float = 3e-3,
         weight_decay: float = 1e-5,
     ):
@@ -98,6 +109,8 @@ class EmbeddingModule(StageModule):
         loss = self.zero_loss()
         if bool(same.any()):
             w = torch.where(batch["target_hit"][a[same]], 1.0, hp.non_target_weight)
+            if hp.vertex_z_weight > 0:
+                w = w * vertex_z_factor(batch, a[same], hp.vertex_z_weight)
             loss = loss + (w * d2[same]).sum() / w.sum().clamp_min(1e-12)
         if bool((~same).any()):
             d = torch.sqrt(d2[~same] + 1e-12)
@@ -105,10 +118,13 @@ class EmbeddingModule(StageModule):
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        hp = self.hparams
+        if hp.crop_sectors > 1:
+            start = float(torch.rand(()) * 2.0 - 1.0)
+            batch = phi_sector_sample(batch, hp.crop_sectors, start)
         x = batch["x"]
         n = x.shape[0]
         emb = self.net(x)
-        hp = self.hparams
         queries = torch.randperm(n, device=x.device)[: hp.queries]
         with torch.no_grad():
             i, j, _, _ = radius_neighbours(emb, hp.margin, hp.knn_train, False, queries=queries)
