@@ -26,8 +26,13 @@ def canonical_edges(src: Tensor, dst: Tensor, r: Tensor) -> Tensor:
 def phi_sector_edges(x: Tensor, edge_index: Tensor, sectors: int, start: float) -> Tensor:
     """The edges with both ends in the phi window [start, start + 2/sectors) (phi/pi units,
     feature column 1, wrapped): a crop that trains on a part of a dense event."""
-    inside = torch.remainder(x[:, 1].float() - start, 2.0) < 2.0 / sectors
+    inside = phi_sector_mask(x, sectors, start)
     return edge_index[:, inside[edge_index[0]] & inside[edge_index[1]]]
+
+
+def phi_sector_mask(x: Tensor, sectors: int, start: float) -> Tensor:
+    """Which spacepoints lie in the phi window [start, start + 2/sectors) (phi/pi units)."""
+    return torch.remainder(x[:, 1].float() - start, 2.0) < 2.0 / sectors
 
 
 def phi_sector_sample(sample: dict, sectors: int, start: float) -> dict:
@@ -35,7 +40,7 @@ def phi_sector_sample(sample: dict, sectors: int, start: float) -> dict:
     columns, and the truth pairs with both ends inside, renumbered: a crop of a dense event
     for training the embedding."""
     x = sample["x"]
-    inside = torch.remainder(x[:, 1].float() - start, 2.0) < 2.0 / sectors
+    inside = phi_sector_mask(x, sectors, start)
     new_index = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
     new_index[inside] = torch.arange(int(inside.sum()), device=x.device)
     out = {
