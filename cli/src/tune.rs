@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use exatrkx_pipeline::track_building::{connected_components, walkthrough_passes};
+use exatrkx_pipeline::track_building::{connected_components, walkthrough_passes, ScoredEdges};
 use exatrkx_pipeline::track_quality::TrackQuality;
 use exatrkx_pipeline::{EventInput, OutputRequest, Pipeline, PipelineConfig, TrackBuilder};
 use trackml::evaluate::{evaluate, EvalConfig, Metrics};
@@ -99,31 +99,21 @@ fn build(
     quality: Option<&TrackQuality>,
 ) -> anyhow::Result<Vec<i64>> {
     let n = x.len() / features::NUM_FEATURES;
-    let (src_all, dst_all) = index.split_at(index.len() / 2);
     let keep: Vec<usize> = (0..scores.len())
         .filter(|&i| scores[i] > cfg.gnn_cut)
         .collect();
-    let src: Vec<i64> = keep.iter().map(|&i| src_all[i]).collect();
-    let dst: Vec<i64> = keep.iter().map(|&i| dst_all[i]).collect();
-    let w: Vec<f32> = keep.iter().map(|&i| scores[i]).collect();
+    let kept = ScoredEdges::from_index(index, scores).pick(&keep);
+    let edges = kept.view();
     let tracks = match cfg.track_builder {
         TrackBuilder::ConnectedComponents => {
-            connected_components(n, &src, &dst, cfg.min_track_length)
+            connected_components(n, edges.src, edges.dst, cfg.min_track_length)
         }
-        TrackBuilder::Walkthrough => walkthrough_passes(n, &src, &dst, &w, &cfg.walkthrough()),
+        TrackBuilder::Walkthrough => walkthrough_passes(n, edges, &cfg.walkthrough()),
     };
     Ok(match quality {
         Some(q) => {
-            q.select(
-                x,
-                features::NUM_FEATURES,
-                &tracks,
-                &src,
-                &dst,
-                &w,
-                cfg.track_cut,
-            )?
-            .labels
+            q.select(x, features::NUM_FEATURES, &tracks, edges, cfg.track_cut)?
+                .labels
         }
         None => tracks.labels,
     })

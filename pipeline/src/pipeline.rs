@@ -17,7 +17,7 @@ use crate::module_map::{ModuleMap, ModuleMapGraph};
 use crate::stage::{
     host_slice, EdgeClassifier, EventData, ExecutionContext, GraphConstruction, TrackBuilding,
 };
-use crate::track_building::{ConnectedComponents, Walkthrough};
+use crate::track_building::{ConnectedComponents, ScoredEdges, Walkthrough};
 use crate::track_quality::TrackQuality;
 
 /// The loaded models and stages of one pipeline (one per Triton model instance).
@@ -289,17 +289,9 @@ impl Pipeline {
         if let Some(quality) = &self.track_quality {
             tracks = timed(ctx, timings, "track_quality", || {
                 let (index, scores) = event.host_scored_edges("track_quality")?;
-                let (src, dst) = index.split_at(index.len() / 2);
-                let cut = self.cfg.track_cut;
-                quality.select(
-                    input.features,
-                    input.num_features,
-                    &tracks,
-                    src,
-                    dst,
-                    &scores,
-                    cut,
-                )
+                let edges = ScoredEdges::from_index(&index, &scores);
+                let (features, cut) = (input.features, self.cfg.track_cut);
+                quality.select(features, input.num_features, &tracks, edges, cut)
             })?;
         }
         out.labels = tracks.labels;

@@ -24,6 +24,68 @@ use std::collections::BinaryHeap;
 use crate::error::Result;
 use crate::stage::{host_slice, EventData, ExecutionContext, TrackBuilding, TrackLabels};
 
+/// Directed edges with their GNN scores as track building reads them: `src[i] -> dst[i]`
+/// scored `scores[i]`, borrowed from wherever they live.
+#[derive(Clone, Copy, Debug)]
+pub struct ScoredEdges<'a> {
+    pub src: &'a [i64],
+    pub dst: &'a [i64],
+    pub scores: &'a [f32],
+}
+
+impl<'a> ScoredEdges<'a> {
+    pub fn new(src: &'a [i64], dst: &'a [i64], scores: &'a [f32]) -> Self {
+        assert!(src.len() == dst.len() && dst.len() == scores.len());
+        Self { src, dst, scores }
+    }
+
+    /// A `[2, E]` row-major edge index (`[src..., dst...]`) and its scores.
+    pub fn from_index(index: &'a [i64], scores: &'a [f32]) -> Self {
+        let (src, dst) = index.split_at(index.len() / 2);
+        Self::new(src, dst, scores)
+    }
+
+    pub fn len(&self) -> usize {
+        self.src.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.src.is_empty()
+    }
+
+    /// `(src, dst, score)` per edge.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, i64, f32)> + Clone + 'a {
+        let (src, dst, scores) = (self.src, self.dst, self.scores);
+        src.iter()
+            .zip(dst)
+            .zip(scores)
+            .map(|((&s, &d), &w)| (s, d, w))
+    }
+
+    /// The edges at positions `keep`, copied.
+    pub fn pick(&self, keep: &[usize]) -> OwnedScoredEdges {
+        OwnedScoredEdges {
+            src: keep.iter().map(|&i| self.src[i]).collect(),
+            dst: keep.iter().map(|&i| self.dst[i]).collect(),
+            scores: keep.iter().map(|&i| self.scores[i]).collect(),
+        }
+    }
+}
+
+/// Scored edges that own their columns (a selection of others).
+#[derive(Clone, Debug, Default)]
+pub struct OwnedScoredEdges {
+    pub src: Vec<i64>,
+    pub dst: Vec<i64>,
+    pub scores: Vec<f32>,
+}
+
+impl OwnedScoredEdges {
+    pub fn view(&self) -> ScoredEdges<'_> {
+        ScoredEdges::new(&self.src, &self.dst, &self.scores)
+    }
+}
+
 /// Settings of the walkthrough.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WalkthroughConfig {
@@ -174,20 +236,9 @@ impl Adjacency {
 }
 
 /// The walkthrough of the module documentation.
-pub fn walkthrough(
-    n: usize,
-    src: &[i64],
-    dst: &[i64],
-    scores: &[f32],
-    cfg: &WalkthroughConfig,
-) -> TrackLabels {
+pub fn walkthrough(n: usize, scored: ScoredEdges, cfg: &WalkthroughConfig) -> TrackLabels {
     let min_len = cfg.min_track_length.max(2);
-    let edges = || {
-        src.iter()
-            .zip(dst)
-            .zip(scores)
-            .map(|((&s, &d), &w)| (s as u32, d as u32, w))
-    };
+    let edges = || scored.iter().map(|(s, d, w)| (s as u32, d as u32, w));
 
     // Components that are simple paths.
     let mut sets = DisjointSets::new(n);
@@ -339,27 +390,18 @@ pub fn walkthrough(
 }
 
 /// The walkthrough, and its second pass when `cfg.rescue_cut` is set (module documentation).
-pub fn walkthrough_passes(
-    n: usize,
-    src: &[i64],
-    dst: &[i64],
-    scores: &[f32],
-    cfg: &WalkthroughConfig,
-) -> TrackLabels {
-    let first = walkthrough(n, src, dst, scores, cfg);
+pub fn walkthrough_passes(n: usize, edges: ScoredEdges, cfg: &WalkthroughConfig) -> TrackLabels {
+    let first = walkthrough(n, edges, cfg);
     let Some(rescue_cut) = cfg.rescue_cut else {
         return first;
     };
-    let free: Vec<usize> = (0..src.len())
-        .filter(|&i| first.labels[src[i] as usize] < 0 && first.labels[dst[i] as usize] < 0)
+    let unused = |p: i64| first.labels[p as usize] < 0;
+    let free: Vec<usize> = (0..edges.len())
+        .filter(|&i| unused(edges.src[i]) && unused(edges.dst[i]))
         .collect();
-    let pick = |v: &[i64]| free.iter().map(|&i| v[i]).collect::<Vec<i64>>();
-    let second_scores: Vec<f32> = free.iter().map(|&i| scores[i]).collect();
     let second = walkthrough(
         n,
-        &pick(src),
-        &pick(dst),
-        &second_scores,
+        edges.pick(&free).view(),
         &WalkthroughConfig {
             min_cut: rescue_cut,
             high_cut: cfg.high_cut.max(rescue_cut),
@@ -414,12 +456,10 @@ pub struct Walkthrough {
 impl TrackBuilding for Walkthrough {
     fn build_tracks(&self, _ctx: &ExecutionContext, event: &EventData) -> Result<TrackLabels> {
         let (index, scores) = event.host_scored_edges("tracks")?;
-        let (src, dst) = index.split_at(index.len() / 2);
+        let edges = ScoredEdges::from_index(&index, &scores);
         Ok(walkthrough_passes(
             event.num_spacepoints(),
-            src,
-            dst,
-            &scores,
+            edges,
             &self.cfg,
         ))
     }
@@ -449,7 +489,7 @@ mod tests {
             min_track_length: min_len,
             rescue_cut: None,
         };
-        let t = walkthrough(n, &src, &dst, &w, &cfg);
+        let t = walkthrough(n, ScoredEdges::new(&src, &dst, &w), &cfg);
         assert_eq!(
             t.num_tracks as i64,
             t.labels.iter().max().map_or(0, |m| m + 1)
@@ -573,11 +613,11 @@ mod tests {
             min_track_length: 3,
             rescue_cut: None,
         };
-        let one = walkthrough_passes(8, &src, &dst, &w, &cfg);
+        let one = walkthrough_passes(8, ScoredEdges::new(&src, &dst, &w), &cfg);
         assert_eq!(one.labels, vec![-1, -1, -1, -1, 0, 0, 0, 0]);
         assert_eq!(one.second_pass, vec![false]);
         cfg.rescue_cut = Some(0.1);
-        let two = walkthrough_passes(8, &src, &dst, &w, &cfg);
+        let two = walkthrough_passes(8, ScoredEdges::new(&src, &dst, &w), &cfg);
         // numbered by smallest spacepoint: the second pass's track comes first
         assert_eq!(two.labels, vec![0, 0, 0, -1, 1, 1, 1, 1]);
         assert_eq!(

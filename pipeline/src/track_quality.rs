@@ -25,7 +25,7 @@ use crate::error::{PipelineError, Result};
 use crate::fit::{crossing_positions, helix, members_by_track, FitConfig, Helix};
 use crate::model::TorchModel;
 use crate::stage::{torch_error, ExecutionContext, TrackLabels};
-use crate::track_building::relabel;
+use crate::track_building::{relabel, ScoredEdges};
 
 pub const NUM_TRACK_FEATURES: usize = 18;
 
@@ -43,15 +43,13 @@ fn max(values: &[f32]) -> f32 {
     values.iter().copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
-/// `[T, NUM_TRACK_FEATURES]` row-major rows of the tracks `0..T`; `src`/`dst`/`scores` are the
-/// edges track building read.
+/// `[T, NUM_TRACK_FEATURES]` row-major rows of the tracks `0..T`; `edges` are those track
+/// building read.
 pub fn track_features(
     features: &[f32],
     num_features: usize,
     tracks: &TrackLabels,
-    src: &[i64],
-    dst: &[i64],
-    scores: &[f32],
+    edges: ScoredEdges,
 ) -> Vec<f32> {
     let labels = &tracks.labels;
     let n = labels.len();
@@ -59,11 +57,11 @@ pub fn track_features(
     if tracks.num_tracks == 0 {
         return rows;
     }
-    let mut pair_best: HashMap<u64, f32> = HashMap::with_capacity(src.len());
+    let mut pair_best: HashMap<u64, f32> = HashMap::with_capacity(edges.len());
     // best score per spacepoint of an edge leaving its track (to another or none) / inside it
     let mut leaving = vec![0f32; n];
     let mut inside = vec![0f32; n];
-    for ((&a, &b), &w) in src.iter().zip(dst).zip(scores) {
+    for (a, b, w) in edges.iter() {
         let best = pair_best.entry(pair_key(a, b, n)).or_insert(w);
         *best = best.max(w);
         let best = if labels[a as usize] != labels[b as usize] {
@@ -199,18 +197,15 @@ impl TrackQuality {
     }
 
     /// The tracks scored above `cut`, numbered by smallest spacepoint again.
-    #[allow(clippy::too_many_arguments)]
     pub fn select(
         &self,
         features: &[f32],
         num_features: usize,
         tracks: &TrackLabels,
-        src: &[i64],
-        dst: &[i64],
-        scores: &[f32],
+        edges: ScoredEdges,
         cut: f32,
     ) -> Result<TrackLabels> {
-        let rows = track_features(features, num_features, tracks, src, dst, scores);
+        let rows = track_features(features, num_features, tracks, edges);
         let keep: Vec<bool> = self.scores(&rows)?.iter().map(|&s| s > cut).collect();
         Ok(relabel(tracks, |t| keep[t]))
     }
@@ -242,7 +237,7 @@ mod tests {
         let (x, tracks) = event();
         // (1, 0) repeats the pair (0, 1) with a higher score; (2, 3) leaves the track
         let (src, dst, w) = ([0i64, 1, 1, 2], [1i64, 2, 0, 3], [0.9f32, 0.8, 0.95, 0.3]);
-        let rows = track_features(&x, 9, &tracks, &src, &dst, &w);
+        let rows = track_features(&x, 9, &tracks, ScoredEdges::new(&src, &dst, &w));
         assert_eq!(rows.len(), NUM_TRACK_FEATURES);
         let eta = 0.1f64.asinh() as f32;
         let want = [
@@ -268,7 +263,12 @@ mod tests {
             second_pass: vec![false],
             ..tracks.clone()
         };
-        let rows = track_features(&x, 9, &first, &src[..3], &dst[..3], &w[..3]);
+        let rows = track_features(
+            &x,
+            9,
+            &first,
+            ScoredEdges::new(&src[..3], &dst[..3], &w[..3]),
+        );
         assert_eq!((rows[10], rows[11], rows[12]), (0.0, 0.0, 0.0));
         // a leaving edge above every edge inside spacepoint 2; spacepoint 3 moved onto a module
         // overlap of 2 (2 mm out in r, 3 mm in z) and into the track
@@ -281,14 +281,16 @@ mod tests {
             labels: vec![0, 0, 0, 0],
             ..tracks
         };
-        let rows = track_features(&x, 9, &tracks, &[0, 1, 2], &[1, 2, 3], &[0.9, 0.8, 0.7]);
+        let edges = ScoredEdges::new(&[0, 1, 2], &[1, 2, 3], &[0.9, 0.8, 0.7]);
+        let rows = track_features(&x, 9, &tracks, edges);
         assert!((rows[15] - 1.0 / 3.0).abs() < 1e-6, "overlaps {}", rows[15]);
         assert_eq!((rows[16], rows[17]), (0.0, 0.7));
         let lone = TrackLabels {
             labels: vec![0, 0, 0, -1],
             ..tracks
         };
-        let rows = track_features(&x, 9, &lone, &[0, 1, 2], &[1, 2, 3], &[0.9, 0.6, 0.7]);
+        let edges = ScoredEdges::new(&[0, 1, 2], &[1, 2, 3], &[0.9, 0.6, 0.7]);
+        let rows = track_features(&x, 9, &lone, edges);
         assert!((rows[16] - 1.0 / 3.0).abs() < 1e-6 && rows[17] == 0.6);
         assert!(
             rows[13] > 0.0 || rows[14] > 0.0,
@@ -316,7 +318,8 @@ mod tests {
             num_tracks: 1,
             second_pass: vec![false],
         };
-        let rows = track_features(&x, 9, &tracks, &[0, 1], &[1, 2], &[0.6, 0.7]);
+        let edges = ScoredEdges::new(&[0, 1], &[1, 2], &[0.6, 0.7]);
+        let rows = track_features(&x, 9, &tracks, edges);
         assert!((rows[1] - 1.0).abs() < 1e-3, "1/pT {}", rows[1]);
         assert!(rows[2] < 1e-3, "ln(1 + |d0|) {}", rows[2]);
         assert_eq!((rows[6], rows[8]), (0.0, 0.7));
