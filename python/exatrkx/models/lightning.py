@@ -152,13 +152,14 @@ class EmbeddingModule(StageModule):
 
 def vertex_z_factor(batch: dict, ends: Tensor, strength: float) -> Tensor:
     """`1 + strength (z / 50 mm)^2`, at most `1 + 4 strength`, for the production-vertex z
-    of each edge's first spacepoint: true edges from vertices far along the beam spot
+    of each pair's or edge's first spacepoint: true edges from vertices far along the beam spot
     (sigma_z 50 mm) are few, so an unweighted loss learns to doubt any doublet that does not
     point to z = 0, and loses those particles (docs/TRAINING.md)."""
     if "vertex_z" not in batch:
         raise ValueError(
-            "--gnn-vertex-z-weight needs samples with vertex_z: delete the output folder's "
-            "samples/ (written before the column existed) to rebuild them"
+            "vertex-z weighting (--emb-vertex-z-weight, --gnn-vertex-z-weight) needs samples "
+            "with vertex_z: delete the output folder's samples/ (written before the column "
+            "existed) to rebuild them"
         )
     z = batch["vertex_z"].index_select(0, ends).float() / 50.0
     return 1.0 + strength * (z * z).clamp_max(4.0)
