@@ -624,6 +624,7 @@ def run_gnn(args, layout: Layout, splits, smoke: bool) -> None:
         lr=args.gnn_lr,
         crop_sectors=args.crop_sectors,
         vertex_z_weight=args.gnn_vertex_z_weight,
+        pt_weight=args.gnn_pt_weight,
     )
     if args.init:
         init_weights(module.net, args.init)
@@ -944,6 +945,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="weight true target edges by 1 + W (vertex z / 50 mm)^2 (at most 1 + 4 W): "
         "particles from vertices far along the beam spot count more (0: off)",
+    )
+    g.add_argument(
+        "--gnn-pt-weight",
+        type=float,
+        default=0.0,
+        help="weight true edges by 1 + W log2(pT / GeV), pT clamped to 1-16 GeV: stiff "
+        "tracks, rare in the spectrum, count more (0: off)",
     )
     g.add_argument("--gnn-efficiency", type=float, default=0.98)
     g.add_argument(

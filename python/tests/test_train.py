@@ -22,6 +22,7 @@ from exatrkx.models.lightning import (
     EmbeddingModule,
     FilterModule,
     GNNModule,
+    pt_factor,
     vertex_z_factor,
 )
 from exatrkx.paths import shared_trackml_dir
@@ -274,6 +275,32 @@ def test_vertex_z_weighting(toy_dir, toy_graph):
         weighted.edge_loss(batch, edge_index)
 
 
+def test_pt_weighting(toy_graph):
+    """The GNN loss can weight true edges by their particle's pT (log2, clamped to 1-16 GeV):
+    equal to the plain loss where every pT is at most 1 GeV, heavier for stiff particles."""
+    batch = dict(toy_graph)
+    ends = torch.arange(5)
+    batch["pt"] = torch.zeros(batch["x"].shape[0])
+    batch["pt"][:5] = torch.tensor([0.5, 1.0, 2.0, 8.0, 32.0])
+    assert pt_factor(batch, ends, 1.0).tolist() == [1.0, 1.0, 2.0, 4.0, 5.0]
+    assert pt_factor(batch, ends, 0.5).tolist() == [1.0, 1.0, 1.5, 2.5, 3.0]
+    edge_index = batch["edge_index"]
+    torch.manual_seed(0)
+    plain = GNNModule(hidden=8, iterations=1)
+    weighted = GNNModule(hidden=8, iterations=1, pt_weight=1.0)
+    weighted.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        batch["pt"] = torch.full((batch["x"].shape[0],), 0.8)
+        same = (
+            float(plain.edge_loss(batch, edge_index)),
+            float(weighted.edge_loss(batch, edge_index)),
+        )
+        batch["pt"] = torch.full((batch["x"].shape[0],), 4.0)
+        stiff = float(weighted.edge_loss(batch, edge_index))
+    assert same[0] == pytest.approx(same[1])
+    assert stiff > same[0]  # true edges count 1 + log2(4) = 3 times as much
+
+
 def test_edge_classifier_takes_an_empty_graph(toy_graph):
     module = GNNModule(hidden=8, iterations=1)
     loss = module.edge_loss(toy_graph, torch.zeros(2, 0, dtype=torch.long))
@@ -396,7 +423,8 @@ RUN_GRAPH_STAGES = {
     # stage: (its options, the graph folder it stores)
     "filter": (["--filter-hidden", "8", "--cost-edges", "2000"], "run-graphs-filter"),
     "gnn": (
-        ["--gnn-hidden", "8", "--gnn-iterations", "1", "--cost-gnn-edges", "2000"],
+        ["--gnn-hidden", "8", "--gnn-iterations", "1", "--cost-gnn-edges", "2000"]
+        + ["--gnn-pt-weight", "0.5"],
         "run-graphs",
     ),
 }
@@ -422,6 +450,8 @@ def test_stage_trains_on_the_graphs_exatrkx_run_wrote(tmp_path, toy_dir, stage):
     result = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(result) == {stage, "parameters"} and result[stage]["graphs_from"] == "run"
     assert f"{stage}_cut" in result["parameters"]
+    if stage == "gnn":
+        assert result[stage]["hparams"]["pt_weight"] == 0.5
     assert (tmp_path / "out" / f"{stage}.pt").is_file()
     np.save(events / "event000000002-edges.npy", written[2].numpy().astype(np.int32))
     with pytest.raises(ValueError, match="expected int64"):

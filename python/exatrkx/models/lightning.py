@@ -165,6 +165,15 @@ def vertex_z_factor(batch: dict, ends: Tensor, strength: float) -> Tensor:
     return 1.0 + strength * (z * z).clamp_max(4.0)
 
 
+def pt_factor(batch: dict, ends: Tensor, strength: float) -> Tensor:
+    """`1 + strength log2(pT / 1 GeV)`, pT clamped to 1-16 GeV, for the particle of each
+    edge's first spacepoint: stiff tracks are rare in the pT spectrum, so an unweighted loss
+    lets the GNN doubt the nearly straight doublets of the dense barrel, and the physics
+    wants those tracks most (docs/TRAINING.md)."""
+    pt = batch["pt"].index_select(0, ends).float().clamp(1.0, 16.0)
+    return 1.0 + strength * torch.log2(pt)
+
+
 class EdgeClassifierModule(StageModule):
     """Weighted BCE on the input graph's edges: true edges of target particles weight
     `pos_weight`, other true edges `pos_weight * non_target_weight`, false edges 1.
@@ -175,6 +184,7 @@ class EdgeClassifierModule(StageModule):
     edges_per_step = 0  # 0: the whole graph of the event
     crop_sectors = 0  # 0 or 1: no crop
     vertex_z_weight = 0.0  # 0: no vertex-z weighting
+    pt_weight = 0.0  # 0: no pT weighting
 
     def edge_loss(self, batch: dict, edge_index: Tensor) -> Tensor:
         hp = self.hparams
@@ -185,6 +195,8 @@ class EdgeClassifierModule(StageModule):
         w_true = torch.where(y_target, 1.0, hp.non_target_weight) * hp.pos_weight
         if self.vertex_z_weight > 0:
             w_true = w_true * vertex_z_factor(batch, edge_index[0], self.vertex_z_weight)
+        if self.pt_weight > 0:
+            w_true = w_true * pt_factor(batch, edge_index[0], self.pt_weight)
         weight = torch.where(y, w_true, 1.0)
         return F.binary_cross_entropy_with_logits(logits.float(), y.float(), weight=weight)
 
@@ -255,11 +267,13 @@ class GNNModule(EdgeClassifierModule):
         weight_decay: float = 1e-5,
         crop_sectors: int = 0,
         vertex_z_weight: float = 0.0,
+        pt_weight: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.crop_sectors = crop_sectors
         self.vertex_z_weight = vertex_z_weight
+        self.pt_weight = pt_weight
         self.net = build_gnn(
             model,
             num_features=num_features,
