@@ -255,24 +255,30 @@ def test_vertex_z_weighting(toy_dir, toy_graph):
     batch["vertex_z"][:4] = torch.tensor([0.0, 50.0, -100.0, 400.0])
     assert vertex_z_factor(batch, ends, 1.0).tolist() == [1.0, 2.0, 5.0, 5.0]
     assert vertex_z_factor(batch, ends, 0.5).tolist() == [1.0, 1.5, 3.0, 3.0]
+    plain, weighted, far = weighted_gnn_losses(batch, "vertex_z", 0.0, 80.0, vertex_z_weight=1.0)
+    assert plain == pytest.approx(weighted)
+    assert far > plain  # true edges count 1 + (80/50)^2 = 3.56 times as much
+    del batch["vertex_z"]
+    with pytest.raises(ValueError, match="vertex_z"):
+        GNNModule(hidden=8, iterations=1, vertex_z_weight=1.0).edge_loss(batch, batch["edge_index"])
+
+
+def weighted_gnn_losses(batch: dict, column: str, neutral: float, heavy: float, **weighting):
+    """The plain GNN loss and the weighted one (same weights) with `column` at `neutral` for
+    every spacepoint, and the weighted one with it at `heavy`."""
     edge_index = batch["edge_index"]
     torch.manual_seed(0)
     plain = GNNModule(hidden=8, iterations=1)
-    weighted = GNNModule(hidden=8, iterations=1, vertex_z_weight=1.0)
+    weighted = GNNModule(hidden=8, iterations=1, **weighting)
     weighted.load_state_dict(plain.state_dict())
+    losses = []
     with torch.no_grad():
-        batch["vertex_z"] = torch.zeros(batch["x"].shape[0])
-        same = (
-            float(plain.edge_loss(batch, edge_index)),
-            float(weighted.edge_loss(batch, edge_index)),
-        )
-        batch["vertex_z"] = torch.full((batch["x"].shape[0],), 80.0)
-        far = float(weighted.edge_loss(batch, edge_index))
-    assert same[0] == pytest.approx(same[1])
-    assert far > same[0]  # true edges count 1 + (80/50)^2 = 3.56 times as much
-    del batch["vertex_z"]
-    with pytest.raises(ValueError, match="vertex_z"):
-        weighted.edge_loss(batch, edge_index)
+        batch[column] = torch.full((batch["x"].shape[0],), neutral)
+        losses.append(float(plain.edge_loss(batch, edge_index)))
+        losses.append(float(weighted.edge_loss(batch, edge_index)))
+        batch[column] = torch.full((batch["x"].shape[0],), heavy)
+        losses.append(float(weighted.edge_loss(batch, edge_index)))
+    return tuple(losses)
 
 
 def test_pt_weighting(toy_graph):
@@ -284,21 +290,9 @@ def test_pt_weighting(toy_graph):
     batch["pt"][:5] = torch.tensor([0.5, 1.0, 2.0, 8.0, 32.0])
     assert pt_factor(batch, ends, 1.0).tolist() == [1.0, 1.0, 2.0, 4.0, 5.0]
     assert pt_factor(batch, ends, 0.5).tolist() == [1.0, 1.0, 1.5, 2.5, 3.0]
-    edge_index = batch["edge_index"]
-    torch.manual_seed(0)
-    plain = GNNModule(hidden=8, iterations=1)
-    weighted = GNNModule(hidden=8, iterations=1, pt_weight=1.0)
-    weighted.load_state_dict(plain.state_dict())
-    with torch.no_grad():
-        batch["pt"] = torch.full((batch["x"].shape[0],), 0.8)
-        same = (
-            float(plain.edge_loss(batch, edge_index)),
-            float(weighted.edge_loss(batch, edge_index)),
-        )
-        batch["pt"] = torch.full((batch["x"].shape[0],), 4.0)
-        stiff = float(weighted.edge_loss(batch, edge_index))
-    assert same[0] == pytest.approx(same[1])
-    assert stiff > same[0]  # true edges count 1 + log2(4) = 3 times as much
+    plain, weighted, stiff = weighted_gnn_losses(batch, "pt", 0.8, 4.0, pt_weight=1.0)
+    assert plain == pytest.approx(weighted)
+    assert stiff > plain  # true edges count 1 + log2(4) = 3 times as much
 
 
 def test_edge_classifier_takes_an_empty_graph(toy_graph):
