@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from exatrkx import data, trackml
+from exatrkx.track_quality import best_pair_scores, pair_scores
 
 ABS_ETA_BINS = (0.0, 1.0, 2.5, 4.0)
 PT_BINS = (1.0, 1.5, 2.0, 5.0, float("inf"))  # GeV; targets are above 1 GeV
@@ -34,19 +35,15 @@ def read_scored_edges(directory: Path, event_id: int) -> tuple[np.ndarray, np.nd
 
 def truth_edge_scores(sample: dict, edges: np.ndarray, scores: np.ndarray) -> dict:
     """Per target truth edge: its score in the graph (-1 where the graph lacks it), the
-    |eta| of its first spacepoint and its particle's pT."""
+    |eta| of its first spacepoint and its particle's pT. An edge counts in either orientation,
+    at the better score where both are there."""
     a, b = sample["truth_edges"][:, sample["truth_target"]].numpy()
     n = sample["x"].shape[0]
-    key = np.minimum(edges[0], edges[1]) * n + np.maximum(edges[0], edges[1])
-    order = np.argsort(key, kind="stable")
-    key, sorted_scores = key[order], scores[order]
-    truth = np.minimum(a, b) * n + np.maximum(a, b)
-    pos = np.minimum(np.searchsorted(key, truth), max(len(key) - 1, 0))
-    found = key[pos] == truth if len(key) else np.zeros(len(truth), dtype=bool)
+    pair_key, pair_best = best_pair_scores(edges[0], edges[1], scores, n)
     x = sample["x"].numpy()
     eta = np.arcsinh(x[a, 2] / np.maximum(x[a, 0], 1e-6))
     return {
-        "score": np.where(found, sorted_scores[pos] if len(key) else 0.0, -1.0),
+        "score": pair_scores(pair_key, pair_best, a, b, n, -1.0),
         "abs_eta": np.abs(eta),
         "pt": sample["pt"].numpy()[a],
     }
@@ -58,18 +55,17 @@ def table(parts: list[dict], cut: float) -> list[dict]:
     score = np.concatenate([p["score"] for p in parts])
     abs_eta = np.concatenate([p["abs_eta"] for p in parts])
     pt = np.concatenate([p["pt"] for p in parts])
-    eta_bin = np.digitize(abs_eta, ABS_ETA_BINS[1:-1])
-    pt_bin = np.digitize(pt, PT_BINS[1:-1])
+    eta_bins = bin_masks(np.digitize(abs_eta, ABS_ETA_BINS[1:-1]), eta_name, len(ABS_ETA_BINS))
+    pt_bins = bin_masks(np.digitize(pt, PT_BINS[1:-1]), pt_name, len(PT_BINS))
     rows = []
-    for e in list(range(len(ABS_ETA_BINS) - 1)) + [None]:
-        in_eta = np.ones(len(score), dtype=bool) if e is None else eta_bin == e
-        row: dict = {"abs_eta": "all" if e is None else eta_name(e), "cells": []}
-        for p in list(range(len(PT_BINS) - 1)) + [None]:
-            m = in_eta & (np.ones(len(score), dtype=bool) if p is None else pt_bin == p)
+    for eta_label, in_eta in eta_bins:
+        row: dict = {"abs_eta": eta_label, "cells": []}
+        for pt_label, in_pt in pt_bins:
+            m = in_eta & in_pt
             total = int(m.sum())
             row["cells"].append(
                 {
-                    "pt": "all" if p is None else pt_name(p),
+                    "pt": pt_label,
                     "edges": total,
                     "in_graph": float((score[m] >= 0).mean()) if total else float("nan"),
                     "kept": float((score[m] > cut).mean()) if total else float("nan"),
@@ -77,6 +73,13 @@ def table(parts: list[dict], cut: float) -> list[dict]:
             )
         rows.append(row)
     return rows
+
+
+def bin_masks(index: np.ndarray, name, num_edges: int) -> list[tuple[str, np.ndarray]]:
+    """(name, mask) per bin of `index` (bins between `num_edges` bin edges), then ("all", every
+    entry)."""
+    masks = [(name(i), index == i) for i in range(num_edges - 1)]
+    return masks + [("all", np.ones(len(index), dtype=bool))]
 
 
 def eta_name(i: int) -> str:

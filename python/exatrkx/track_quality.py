@@ -144,8 +144,32 @@ def fit_helix(x: list[float], y: list[float], z: list[float]) -> tuple[float, ..
     return pt, math.asinh(cot_theta), d0, z0, chi2_ndf, max_t, max_z
 
 
-def _pair_keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+def pair_keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """One int64 per unordered pair of spacepoints (of `n`)."""
     return np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b)
+
+
+def best_pair_scores(
+    src: np.ndarray, dst: np.ndarray, scores: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The edges' unordered pairs, sorted and unique (`pair_keys`), and the best score of
+    each (either direction)."""
+    keys = pair_keys(src, dst, n)
+    order = np.lexsort((-scores, keys))
+    first = np.r_[True, keys[order][1:] != keys[order][:-1]] if len(order) else order
+    return keys[order][first], scores[order][first]
+
+
+def pair_scores(
+    pair_key: np.ndarray, pair_best: np.ndarray, a: np.ndarray, b: np.ndarray, n: int, missing
+) -> np.ndarray:
+    """The best score (`best_pair_scores`) of each pair (a, b), `missing` where no edge joins
+    them."""
+    k = pair_keys(a, b, n)
+    if not len(pair_key):
+        return np.full(len(k), missing, dtype=np.float32)
+    pos = np.minimum(np.searchsorted(pair_key, k), len(pair_key) - 1)
+    return np.where(pair_key[pos] == k, pair_best[pos], np.float32(missing))
 
 
 def track_features(
@@ -170,10 +194,7 @@ def track_features(
     w = np.asarray(scores, dtype=np.float32)
 
     # Best score per unordered pair, for the consecutive spacepoints.
-    keys = _pair_keys(src, dst, n)
-    order = np.lexsort((-w, keys))
-    first = np.r_[True, keys[order][1:] != keys[order][:-1]] if len(order) else order
-    pair_key, pair_best = keys[order][first], w[order][first]
+    pair_key, pair_best = best_pair_scores(src, dst, w, n)
 
     # Best score of an edge leaving a track (its other end in another track or in none), and
     # of one inside it.
@@ -212,12 +233,8 @@ def track_features(
             if hr[k + 1] - hr[k] < 5.0 and abs(hz[k + 1] - hz[k]) < 20.0
         )
         pair = [0.0]
-        if len(hits) > 1 and len(pair_key):
-            k = _pair_keys(hits[:-1], hits[1:], n)
-            pos = np.minimum(np.searchsorted(pair_key, k), len(pair_key) - 1)
-            pair = np.where(pair_key[pos] == k, pair_best[pos], np.float32(0)).tolist()
-        elif len(hits) > 1:
-            pair = [0.0] * (len(hits) - 1)
+        if len(hits) > 1:
+            pair = pair_scores(pair_key, pair_best, hits[:-1], hits[1:], n, 0.0).tolist()
         out_best = leaving[hits].tolist()
         in_best = inside[hits].tolist()
         inv_pt = 0.0 if math.isinf(pt) else min(1.0 / pt, 10.0)
