@@ -15,13 +15,14 @@ use trackml::{features, io};
 use crate::run::{event_ids, pipeline_config, ModelArgs};
 
 /// The settings a scan may vary: they act after the GNN.
-const TRACK_KEYS: [&str; 7] = [
+const TRACK_KEYS: [&str; 8] = [
     "gnn_cut",
     "track_builder",
     "walk_min_cut",
     "walk_high_cut",
     "min_track_length",
     "walk_rescue_cut",
+    "walk_chain_cut",
     "track_cut",
 ];
 
@@ -37,7 +38,8 @@ pub struct Args {
     event_ids: Vec<u64>,
     /// Values of one track-building setting, `key=v1,v2,...` (repeatable; keys: gnn_cut,
     /// track_builder, walk_min_cut, walk_high_cut, min_track_length, walk_rescue_cut
-    /// (`none` for one pass), track_cut). Unlisted settings keep their configured value.
+    /// (`none` for one pass), walk_chain_cut (`none`: no chain pass), track_cut). Unlisted
+    /// settings keep their configured value.
     #[arg(long = "grid", value_name = "KEY=V1,V2,...")]
     grid: Vec<String>,
     /// Write every setting's metrics here as JSON lines.

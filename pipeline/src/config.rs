@@ -55,6 +55,8 @@ pub struct PipelineConfig {
     pub min_track_length: usize,
     /// Second walkthrough pass above this score on what the first left; `None`: one pass.
     pub walk_rescue_cut: Option<f32>,
+    /// Last pass: chains of mutually best edges above this score; `None`: no such pass.
+    pub walk_chain_cut: Option<f32>,
     /// Track-quality network (file in the model folder); `None`: every candidate is kept.
     pub track_model: Option<String>,
     /// Candidates scored (sigmoid) at or below this by the track-quality network are dropped.
@@ -90,6 +92,7 @@ impl Default for PipelineConfig {
             walk_high_cut: 0.6,
             min_track_length: 3,
             walk_rescue_cut: None,
+            walk_chain_cut: None,
             track_model: None,
             track_cut: 0.5,
             precision: Precision::Fp32,
@@ -120,6 +123,7 @@ pub const PARAMETER_KEYS: &[&str] = &[
     "walk_high_cut",
     "min_track_length",
     "walk_rescue_cut",
+    "walk_chain_cut",
     "track_model",
     "track_cut",
     "precision",
@@ -153,12 +157,22 @@ fn parse_usize(key: &str, value: &str) -> Result<usize> {
         .map_err(|_| bad(key, value, "a non-negative integer"))
 }
 
-/// Values that switch an optional setting off (`walk_rescue_cut`, `track_model`).
+/// Values that switch an optional setting off (`walk_rescue_cut`, `walk_chain_cut`,
+/// `track_model`).
 fn is_off(value: &str) -> bool {
     matches!(
         value.trim().to_ascii_lowercase().as_str(),
         "" | "none" | "off"
     )
+}
+
+/// A cut that `none`/`off` switches off.
+fn parse_optional_f32(key: &str, value: &str) -> Result<Option<f32>> {
+    if is_off(value) {
+        Ok(None)
+    } else {
+        parse_f32(key, value).map(Some)
+    }
 }
 
 fn parse_file(key: &str, value: &str) -> Result<String> {
@@ -207,13 +221,8 @@ impl PipelineConfig {
             "walk_min_cut" => self.walk_min_cut = parse_f32(key, value)?,
             "walk_high_cut" => self.walk_high_cut = parse_f32(key, value)?,
             "min_track_length" => self.min_track_length = parse_usize(key, value)?,
-            "walk_rescue_cut" => {
-                self.walk_rescue_cut = if is_off(value) {
-                    None
-                } else {
-                    Some(parse_f32(key, value)?)
-                }
-            }
+            "walk_rescue_cut" => self.walk_rescue_cut = parse_optional_f32(key, value)?,
+            "walk_chain_cut" => self.walk_chain_cut = parse_optional_f32(key, value)?,
             "track_model" => {
                 self.track_model = if is_off(value) {
                     None
@@ -259,6 +268,7 @@ impl PipelineConfig {
             high_cut: self.walk_high_cut,
             min_track_length: self.min_track_length,
             rescue_cut: self.walk_rescue_cut,
+            chain_cut: self.walk_chain_cut,
         }
     }
 
@@ -284,6 +294,9 @@ impl PipelineConfig {
         unit("track_cut", self.track_cut)?;
         if let Some(cut) = self.walk_rescue_cut {
             unit("walk_rescue_cut", cut)?;
+        }
+        if let Some(cut) = self.walk_chain_cut {
+            unit("walk_chain_cut", cut)?;
         }
         if self.walk_high_cut < self.walk_min_cut {
             return Err(PipelineError::Config(format!(
@@ -450,6 +463,7 @@ mod tests {
             ("walk_high_cut", "0.7"),
             ("min_track_length", "4"),
             ("walk_rescue_cut", "0.1"),
+            ("walk_chain_cut", "0.15"),
             ("track_model", "t.pt"),
             ("track_cut", "0.8"),
             ("precision", "bf16"),
@@ -484,10 +498,13 @@ mod tests {
         assert_eq!(cfg.track_model_path(), Some(PathBuf::from("./t.pt")));
         assert_eq!((cfg.walk_rescue_cut, cfg.track_cut), (Some(0.1), 0.8));
         assert_eq!(cfg.walkthrough().rescue_cut, Some(0.1));
+        assert_eq!(cfg.walkthrough().chain_cut, Some(0.15));
         for off in ["none", "", "OFF"] {
             cfg.set("walk_rescue_cut", off).unwrap();
+            cfg.set("walk_chain_cut", off).unwrap();
             cfg.set("track_model", off).unwrap();
             assert_eq!((cfg.walk_rescue_cut, cfg.track_model_path()), (None, None));
+            assert_eq!(cfg.walkthrough().chain_cut, None);
         }
     }
 
@@ -503,6 +520,7 @@ mod tests {
             ("gnn_model", "/abs/gnn.pt"),
             ("allow_cpu_fallback", "maybe"),
             ("walk_rescue_cut", "low"),
+            ("walk_chain_cut", "high"),
             ("track_model", "../t.pt"),
             ("track_cut", "nan"),
         ] {
@@ -551,6 +569,7 @@ mod tests {
             ("max_spacepoints", "0"),
             ("track_cut", "1"),
             ("walk_rescue_cut", "-0.2"),
+            ("walk_chain_cut", "1.2"),
         ] {
             let mut cfg = PipelineConfig::default();
             cfg.set(k, v).unwrap();

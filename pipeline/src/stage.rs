@@ -193,7 +193,7 @@ pub trait EdgeClassifier: Send + Sync {
 pub struct TrackLabels {
     pub labels: Vec<i64>,
     pub num_tracks: usize,
-    /// Per track: found by the walkthrough's second pass (`walk_rescue_cut`).
+    /// Per track: found by a later pass (`walk_rescue_cut` or `walk_chain_cut`).
     pub second_pass: Vec<bool>,
 }
 

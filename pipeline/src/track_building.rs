@@ -15,6 +15,14 @@
 //! particles whose edges all scored low get candidates, which the track-quality network
 //! (`track_quality`) then sorts from fakes.
 //!
+//! With `chain_cut` a last pass takes, among the edges between spacepoints still in no track
+//! and above `chain_cut`, those that are both the best outgoing edge of their source and the
+//! best incoming edge of their target (ties: the smaller index at the other end). Each
+//! spacepoint keeps at most one such edge each way, so they form chains; a chain long enough is
+//! a track. The GNN often scores every edge of a particle low in dense regions while still
+//! ranking its true edges first at each spacepoint: the chains recover those particles.
+//! Tracks of the later passes are flagged `second_pass` for the track-quality network.
+//!
 //! Tracks with fewer than `min_track_length` (and never fewer than 2) spacepoints are dropped.
 //! Tracks are numbered by their smallest spacepoint index, so labels are deterministic.
 //! `python/exatrkx/reference.py` implements the same definitions.
@@ -96,6 +104,8 @@ pub struct WalkthroughConfig {
     pub min_track_length: usize,
     /// Lowest score of the second pass; `None`: one pass.
     pub rescue_cut: Option<f32>,
+    /// Lowest score of the mutual-best chains of the last pass; `None`: no such pass.
+    pub chain_cut: Option<f32>,
 }
 
 /// Union-find with path halving; the smaller index becomes the root.
@@ -389,31 +399,73 @@ pub fn walkthrough(n: usize, scored: ScoredEdges, cfg: &WalkthroughConfig) -> Tr
     label_components(&track_of, |_| true)
 }
 
-/// The walkthrough, and its second pass when `cfg.rescue_cut` is set (module documentation).
-pub fn walkthrough_passes(n: usize, edges: ScoredEdges, cfg: &WalkthroughConfig) -> TrackLabels {
-    let first = walkthrough(n, edges, cfg);
-    let Some(rescue_cut) = cfg.rescue_cut else {
-        return first;
+/// Chains of mutually best edges above `cut` (module documentation), as tracks of at least
+/// `max(min_track_length, 2)` spacepoints.
+pub fn mutual_best_chains(
+    n: usize,
+    edges: ScoredEdges,
+    cut: f32,
+    min_track_length: usize,
+) -> TrackLabels {
+    // per spacepoint: (other end, score) of its best edge out and in
+    let mut best_out: Vec<Option<(u32, f32)>> = vec![None; n];
+    let mut best_in: Vec<Option<(u32, f32)>> = vec![None; n];
+    let better = |w: f32, other: u32, best: Option<(u32, f32)>| {
+        best.is_none_or(|(bo, bw)| w > bw || (w == bw && other < bo))
     };
-    let unused = |p: i64| first.labels[p as usize] < 0;
+    for (s, d, w) in edges.iter() {
+        let (s, d) = (s as u32, d as u32);
+        if w.is_nan() || w <= cut || s == d {
+            continue;
+        }
+        if better(w, d, best_out[s as usize]) {
+            best_out[s as usize] = Some((d, w));
+        }
+        if better(w, s, best_in[d as usize]) {
+            best_in[d as usize] = Some((s, w));
+        }
+    }
+    let mut sets = DisjointSets::new(n);
+    let mut on_chain = vec![false; n];
+    for s in 0..n as u32 {
+        if let Some((d, _)) = best_out[s as usize] {
+            if best_in[d as usize].is_some_and(|(bs, _)| bs == s) {
+                sets.union(s, d);
+                on_chain[s as usize] = true;
+                on_chain[d as usize] = true;
+            }
+        }
+    }
+    let mut roots = sets.roots();
+    let mut size = vec![0u32; n];
+    for i in 0..n {
+        if on_chain[i] {
+            size[roots[i] as usize] += 1;
+        } else {
+            roots[i] = u32::MAX;
+        }
+    }
+    let min_len = min_track_length.max(2) as u32;
+    label_components(&roots, |r| size[r as usize] >= min_len)
+}
+
+/// The edges whose two ends are in no track of `tracks`.
+fn free_edges(tracks: &TrackLabels, edges: ScoredEdges) -> OwnedScoredEdges {
+    let unused = |p: i64| tracks.labels[p as usize] < 0;
     let free: Vec<usize> = (0..edges.len())
         .filter(|&i| unused(edges.src[i]) && unused(edges.dst[i]))
         .collect();
-    let second = walkthrough(
-        n,
-        edges.pick(&free).view(),
-        &WalkthroughConfig {
-            min_cut: rescue_cut,
-            high_cut: cfg.high_cut.max(rescue_cut),
-            min_track_length: cfg.min_track_length,
-            rescue_cut: None,
-        },
-    );
-    let offset = first.num_tracks as i64;
-    let track_of: Vec<u32> = first
+    edges.pick(&free)
+}
+
+/// The tracks of `earlier` and those of a later pass on the spacepoints it left, numbered by
+/// smallest spacepoint; the later pass's tracks are flagged `second_pass`.
+fn add_later_pass(earlier: &TrackLabels, later: &TrackLabels) -> TrackLabels {
+    let offset = earlier.num_tracks as i64;
+    let track_of: Vec<u32> = earlier
         .labels
         .iter()
-        .zip(&second.labels)
+        .zip(&later.labels)
         .map(|(&a, &b)| match (a, b) {
             (a, _) if a >= 0 => a as u32,
             (_, b) if b >= 0 => (b + offset) as u32,
@@ -421,10 +473,38 @@ pub fn walkthrough_passes(n: usize, edges: ScoredEdges, cfg: &WalkthroughConfig)
         })
         .collect();
     let mut tracks = label_components(&track_of, |_| true);
-    for (&label, &b) in tracks.labels.iter().zip(&second.labels) {
-        if b >= 0 {
+    for ((&label, &a), &b) in tracks.labels.iter().zip(&earlier.labels).zip(&later.labels) {
+        if a >= 0 {
+            tracks.second_pass[label as usize] = earlier.second_pass[a as usize];
+        } else if b >= 0 {
             tracks.second_pass[label as usize] = true;
         }
+    }
+    tracks
+}
+
+/// The walkthrough, its second pass when `cfg.rescue_cut` is set and the mutual-best chains
+/// when `cfg.chain_cut` is (module documentation).
+pub fn walkthrough_passes(n: usize, edges: ScoredEdges, cfg: &WalkthroughConfig) -> TrackLabels {
+    let mut tracks = walkthrough(n, edges, cfg);
+    if let Some(rescue_cut) = cfg.rescue_cut {
+        let second = walkthrough(
+            n,
+            free_edges(&tracks, edges).view(),
+            &WalkthroughConfig {
+                min_cut: rescue_cut,
+                high_cut: cfg.high_cut.max(rescue_cut),
+                min_track_length: cfg.min_track_length,
+                rescue_cut: None,
+                chain_cut: None,
+            },
+        );
+        tracks = add_later_pass(&tracks, &second);
+    }
+    if let Some(chain_cut) = cfg.chain_cut {
+        let free = free_edges(&tracks, edges);
+        let chains = mutual_best_chains(n, free.view(), chain_cut, cfg.min_track_length);
+        tracks = add_later_pass(&tracks, &chains);
     }
     tracks
 }
@@ -488,6 +568,7 @@ mod tests {
             high_cut: 0.6,
             min_track_length: min_len,
             rescue_cut: None,
+            chain_cut: None,
         };
         let t = walkthrough(n, ScoredEdges::new(&src, &dst, &w), &cfg);
         assert_eq!(
@@ -612,6 +693,7 @@ mod tests {
             high_cut: 0.7,
             min_track_length: 3,
             rescue_cut: None,
+            chain_cut: None,
         };
         let one = walkthrough_passes(8, ScoredEdges::new(&src, &dst, &w), &cfg);
         assert_eq!(one.labels, vec![-1, -1, -1, -1, 0, 0, 0, 0]);
@@ -631,6 +713,62 @@ mod tests {
         let kept = relabel(&two, |t| t == 1);
         assert_eq!(kept.labels, vec![-1, -1, -1, -1, 0, 0, 0, 0]);
         assert_eq!(kept.second_pass, vec![false]);
+    }
+
+    #[test]
+    fn chains_of_mutually_best_edges_take_what_the_walks_left() {
+        let edges: Vec<(i64, i64, f32)> = vec![
+            // a particle scored low everywhere; 1->4 and 5->2 lose to its edges
+            (0, 1, 0.2),
+            (1, 2, 0.25),
+            (2, 3, 0.2),
+            (1, 4, 0.1),
+            (5, 2, 0.15),
+            // 7's best incoming edge comes from 8, not from 6
+            (6, 7, 0.3),
+            (8, 7, 0.35),
+            (7, 9, 0.3),
+            // a clear track for the first pass; 9->10 may not take its spacepoint
+            (9, 10, 0.5),
+            (10, 11, 0.9),
+            (11, 12, 0.9),
+        ];
+        let src: Vec<i64> = edges.iter().map(|e| e.0).collect();
+        let dst: Vec<i64> = edges.iter().map(|e| e.1).collect();
+        let w: Vec<f32> = edges.iter().map(|e| e.2).collect();
+        let mut cfg = WalkthroughConfig {
+            min_cut: 0.5,
+            high_cut: 0.7,
+            min_track_length: 3,
+            rescue_cut: None,
+            chain_cut: None,
+        };
+        let scored = ScoredEdges::new(&src, &dst, &w);
+        let walk_only = walkthrough_passes(13, scored, &cfg);
+        assert_eq!(walk_only.labels, [vec![-1; 10], vec![0; 3]].concat());
+        cfg.chain_cut = Some(0.12);
+        let chained = walkthrough_passes(13, scored, &cfg);
+        assert_eq!(
+            chained.labels,
+            vec![0, 0, 0, 0, -1, -1, -1, 1, 1, 1, 2, 2, 2]
+        );
+        assert_eq!(chained.second_pass, vec![true, true, false]);
+        // above 0.22 only 1->2 is left of the first chain: too short
+        cfg.chain_cut = Some(0.22);
+        let high = walkthrough_passes(13, scored, &cfg);
+        assert_eq!(
+            high.labels,
+            vec![-1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 1, 1, 1]
+        );
+        assert_eq!(high.second_pass, vec![true, false]);
+        // ties at a spacepoint go to the smaller other end: 0->1 and 0->2 score alike
+        let t = mutual_best_chains(
+            4,
+            ScoredEdges::new(&[0, 0, 1, 2], &[1, 2, 3, 3], &[0.3, 0.3, 0.3, 0.3]),
+            0.1,
+            3,
+        );
+        assert_eq!(t.labels, vec![0, 0, -1, 0]);
     }
 
     proptest::proptest! {

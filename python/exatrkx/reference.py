@@ -53,6 +53,7 @@ PARAMETER_KEYS = (
     "walk_high_cut",
     "min_track_length",
     "walk_rescue_cut",
+    "walk_chain_cut",
     "track_model",
     "track_cut",
     "precision",
@@ -88,7 +89,8 @@ _ALIASES = {
 }
 
 
-# values of the optional settings (walk_rescue_cut, track_model) that switch them off
+# values of the optional settings (walk_rescue_cut, walk_chain_cut, track_model) that switch
+# them off
 _NONE = ("", "none", "off")
 
 
@@ -118,6 +120,7 @@ class PipelineParameters:
     walk_high_cut: float = _f32("0.6")
     min_track_length: int = 3
     walk_rescue_cut: float | None = None  # None: no second walkthrough pass
+    walk_chain_cut: float | None = None  # None: no pass of mutual-best chains
     track_model: str = ""  # "": no track-quality network
     track_cut: float = _f32("0.5")
     precision: str = "fp32"
@@ -146,8 +149,8 @@ class PipelineParameters:
                 "track_cut",
             ):
                 setattr(self, key, _f32(v))
-            elif key == "walk_rescue_cut":
-                self.walk_rescue_cut = None if v.lower() in _NONE else _f32(v)
+            elif key in ("walk_rescue_cut", "walk_chain_cut"):
+                setattr(self, key, None if v.lower() in _NONE else _f32(v))
             elif key == "track_model":
                 self.track_model = "" if v.lower() in _NONE else v
             elif key in (
@@ -179,8 +182,7 @@ class PipelineParameters:
         if self.knn < 1:
             problems.append("knn must be at least 1")
         cuts = ["filter_cut", "gnn_cut", "walk_min_cut", "walk_high_cut", "track_cut"]
-        if self.walk_rescue_cut is not None:
-            cuts.append("walk_rescue_cut")
+        cuts += [k for k in ("walk_rescue_cut", "walk_chain_cut") if getattr(self, k) is not None]
         for key in cuts:
             if not 0.0 <= getattr(self, key) < 1.0:
                 problems.append(f"{key} = {getattr(self, key)} must be in [0, 1)")
@@ -550,33 +552,89 @@ def walkthrough(
     return _number_by_first_member(track_of)
 
 
+def mutual_best_chains(
+    n: int, edge_index: np.ndarray, scores: np.ndarray, cut: float, min_track_length: int
+) -> np.ndarray:
+    """Chains of the edges above `cut` that are both the best outgoing edge of their source
+    and the best incoming edge of their target (ties: the smaller index at the other end), as
+    tracks of at least `max(min_track_length, 2)` spacepoints (pipeline/src/track_building.rs)."""
+    src, dst = (np.asarray(edge_index[i], dtype=np.int64) for i in (0, 1))
+    w = np.asarray(scores, dtype=np.float32)
+    keep = (w > np.float32(cut)) & (src != dst)
+    src, dst, w = src[keep], dst[keep], w[keep]
+
+    def best(end: np.ndarray, other: np.ndarray) -> np.ndarray:
+        # per spacepoint the other end of its best edge (-1: none)
+        order = np.lexsort((other, -w, end))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = end[order][1:] != end[order][:-1]
+        out = np.full(n, -1, dtype=np.int64)
+        out[end[order][first]] = other[order][first]
+        return out
+
+    best_out, best_in = best(src, dst), best(dst, src)
+    chain_src = np.flatnonzero(best_out >= 0)
+    chain_src = chain_src[best_in[best_out[chain_src]] == chain_src]
+    chain_dst = best_out[chain_src]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    comp = _components(n, chain_src, chain_dst)
+    on_chain = np.zeros(n, dtype=bool)
+    on_chain[chain_src] = True
+    on_chain[chain_dst] = True
+    size = np.bincount(comp[on_chain], minlength=n)
+    track_of = np.where(on_chain & (size[comp] >= max(min_track_length, 2)), comp, -1)
+    return _number_by_first_member(track_of)
+
+
+def _add_later_pass(
+    earlier: np.ndarray, earlier_flags: np.ndarray, later: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The tracks of `earlier` and of a later pass on what it left, numbered by smallest
+    member; the later pass's tracks flagged."""
+    offset = int(earlier.max(initial=-1)) + 1
+    labels = _number_by_first_member(np.where(later >= 0, later + offset, earlier))
+    flags = np.zeros(int(labels.max(initial=-1)) + 1, dtype=bool)
+    flags[labels[later >= 0]] = True
+    from_earlier = earlier >= 0
+    flags[labels[from_earlier]] = earlier_flags[earlier[from_earlier]]
+    return labels, flags
+
+
 def walkthrough_passes(
     n: int,
     edge_index: np.ndarray,
     scores: np.ndarray,
     params: PipelineParameters,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and, per track, whether it came from the second pass: the walkthrough, then
-    (with `walk_rescue_cut`) the walkthrough again on the edges between spacepoints the first
-    left, following edges above `walk_rescue_cut`; tracks numbered by smallest member."""
+    """Labels and, per track, whether a later pass found it: the walkthrough, then (with
+    `walk_rescue_cut`) the walkthrough again on the edges between spacepoints the first left,
+    following edges above `walk_rescue_cut`, then (with `walk_chain_cut`) the mutual-best
+    chains on what is left; tracks numbered by smallest member."""
     p = params
-    first = walkthrough(n, edge_index, scores, p.walk_min_cut, p.walk_high_cut, p.min_track_length)
-    if p.walk_rescue_cut is None or n == 0:
-        return first, np.zeros(int(first.max(initial=-1)) + 1, dtype=bool)
-    free = (first[edge_index[0]] < 0) & (first[edge_index[1]] < 0)
-    second = walkthrough(
-        n,
-        edge_index[:, free],
-        np.asarray(scores)[free],
-        p.walk_rescue_cut,
-        max(p.walk_high_cut, p.walk_rescue_cut),
-        p.min_track_length,
-    )
-    offset = int(first.max(initial=-1)) + 1
-    labels = _number_by_first_member(np.where(second >= 0, second + offset, first))
-    second_pass = np.zeros(int(labels.max(initial=-1)) + 1, dtype=bool)
-    second_pass[labels[second >= 0]] = True
-    return labels, second_pass
+    scores = np.asarray(scores)
+    labels = walkthrough(n, edge_index, scores, p.walk_min_cut, p.walk_high_cut, p.min_track_length)
+    flags = np.zeros(int(labels.max(initial=-1)) + 1, dtype=bool)
+    if n == 0:
+        return labels, flags
+    if p.walk_rescue_cut is not None:
+        free = (labels[edge_index[0]] < 0) & (labels[edge_index[1]] < 0)
+        second = walkthrough(
+            n,
+            edge_index[:, free],
+            scores[free],
+            p.walk_rescue_cut,
+            max(p.walk_high_cut, p.walk_rescue_cut),
+            p.min_track_length,
+        )
+        labels, flags = _add_later_pass(labels, flags, second)
+    if p.walk_chain_cut is not None:
+        free = (labels[edge_index[0]] < 0) & (labels[edge_index[1]] < 0)
+        chains = mutual_best_chains(
+            n, edge_index[:, free], scores[free], p.walk_chain_cut, p.min_track_length
+        )
+        labels, flags = _add_later_pass(labels, flags, chains)
+    return labels, flags
 
 
 def track_candidates(

@@ -14,7 +14,8 @@ computes the same rows; definitions in docs/DESIGN.md:
  6-8. min, mean and max GNN score of the edges between consecutive spacepoints (by radius,
       then index; 0 for a pair without an edge; the higher score of either direction)
  9. fraction of strip spacepoints (a cluster column differs from the spacepoint's)
- 10. 1 when the candidate comes from the walkthrough's second pass
+ 10. 1 when the candidate comes from a later pass (the walkthrough's second pass or the
+     mutual-best chains)
  11-12. max and mean over its spacepoints of the best score of an edge leaving the candidate
  13. log(1 + largest transverse residual of the fit / 0.05 mm)
  14. log(1 + largest z residual of the fit / 0.5 mm)

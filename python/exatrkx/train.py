@@ -603,13 +603,46 @@ def run_filter(args, layout: Layout, splits, smoke: bool) -> None:
 
 def init_weights(net: torch.nn.Module, path: Path) -> None:
     """Start from the weights of an exported network of the same shape (a TorchScript file
-    this command wrote): fine-tuning continues a run with a fresh learning-rate schedule."""
+    this command wrote): fine-tuning continues a run with a fresh learning-rate schedule. A GNN
+    with more iterations than the file's grows from it (`grow_steps`)."""
     state = torch.jit.load(str(path), map_location="cpu").state_dict()
     mine = net.state_dict()
+    grown = new_steps(net, state)
+    if grown:
+        mine = {k: v for k, v in mine.items() if not k.startswith(tuple(grown))}
     if set(state) != set(mine) or any(state[k].shape != mine[k].shape for k in mine):
         raise SystemExit(f"--init {path}: not a network of the shape asked for")
-    net.load_state_dict(state)
-    log(f"weights from {path}")
+    net.load_state_dict(state, strict=not grown)
+    if grown:
+        grow_steps(net, len(grown))
+        log(f"weights from {path}; {len(grown)} new iterations start near the identity")
+    else:
+        log(f"weights from {path}")
+
+
+def new_steps(net: torch.nn.Module, state: dict) -> list[str]:
+    """The key prefixes of the GNN iterations `net` has beyond those of `state` (none for
+    other networks, or where `state` has as many)."""
+    steps = getattr(net, "steps", None)
+    if not isinstance(steps, torch.nn.ModuleList):
+        return []
+    have = {int(k.split(".")[1]) for k in state if k.startswith("steps.")}
+    if not have or max(have) + 1 >= len(steps):
+        return []
+    return [f"steps.{i}." for i in range(max(have) + 1, len(steps))]
+
+
+def grow_steps(net: torch.nn.Module, count: int, scale: float = 1e-3) -> None:
+    """Make the last `count` message-passing iterations nearly the identity: each update
+    network's last LayerNorm scaled to `scale` (not 0, so that gradients pass its ReLU), so
+    the grown GNN starts where the file's left off and learns what the new iterations add."""
+    for step in list(net.steps)[-count:]:
+        for update in step.children():
+            norms = [m for m in update.modules() if isinstance(m, torch.nn.LayerNorm)]
+            if norms:
+                with torch.no_grad():
+                    norms[-1].weight.fill_(scale)
+                    norms[-1].bias.zero_()
 
 
 def run_gnn(args, layout: Layout, splits, smoke: bool) -> None:
@@ -771,6 +804,7 @@ def run_tracks(args, layout: Layout, splits, smoke: bool) -> None:
                 "walk_min_cut",
                 "walk_high_cut",
                 "walk_rescue_cut",
+                "walk_chain_cut",
                 "min_track_length",
             )
         },
@@ -974,7 +1008,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--init",
         type=Path,
         help="embedding, filter or gnn command: start from this exported embed.pt / filter.pt / "
-        "gnn.pt (fine-tuning)",
+        "gnn.pt (fine-tuning; a GNN with more --gnn-iterations grows from it)",
     )
     q = p.add_argument_group("track quality")
     q.add_argument(

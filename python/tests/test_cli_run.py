@@ -127,14 +127,16 @@ def test_run_on_a_gpu_or_says_why_not(tmp_path):
 
 @needs_rust
 def test_run_with_second_pass_and_track_quality_writes_the_reference_labels(tmp_path):
-    """The walkthrough's second pass and the track-quality network (the fixture's untrained
-    one, its cut at the median score so that it drops half the candidates): the Rust rows,
-    scores and selection give the reference labels."""
+    """The walkthrough's second pass, the mutual-best chains and the track-quality network
+    (the fixture's untrained one, its cut at the median score so that it drops half the
+    candidates): the Rust rows, scores and selection give the reference labels."""
     from exatrkx import track_quality
 
     events = rust_tools.simulate(tmp_path / "events", mu=3, events=2, seed=43)
-    params = {"track_builder": "walkthrough", "walk_rescue_cut": "0.3"}
+    params = {"track_builder": "walkthrough", "walk_rescue_cut": "0.3", "walk_chain_cut": "0.05"}
     base = reference.load_parameters(MODEL, params)
+    no_chains = reference.load_parameters(MODEL, {**params, "walk_chain_cut": "none"})
+    chain_tracks = 0
     plain = reference.ReferencePipeline(MODEL / "1", base)
     net = torch.jit.load(str(MODEL / "1" / "tracks.pt"))
     scores, before = [], {}
@@ -146,13 +148,17 @@ def test_run_with_second_pass_and_track_quality_writes_the_reference_labels(tmp_
             len(x), result.edge_index, result.edge_scores, base
         )
         assert np.array_equal(labels, result.labels)
+        walks, _ = reference.walkthrough_passes(
+            len(x), result.edge_index, result.edge_scores, no_chains
+        )
+        chain_tracks += labels.max() - walks.max()
         rows = track_quality.track_features(
             x, labels, second, result.edge_index, result.edge_scores
         )
         with torch.no_grad():
             scores += torch.sigmoid(net(torch.from_numpy(rows))).tolist()
         before[event_id] = labels
-    assert len(scores) >= 4
+    assert len(scores) >= 4 and chain_tracks > 0
     params.update(track_model="tracks.pt", track_cut=repr(float(np.median(scores))))
 
     out = tmp_path / "labels"

@@ -130,6 +130,30 @@ def test_second_pass_and_selection_match_the_rust_definitions():
     assert kept.tolist() == [0, 0, 0, -1, -1, -1, -1, -1]
 
 
+def test_mutual_best_chains_match_the_rust_definitions():
+    # the example of track_building.rs: a particle scored low everywhere, a spacepoint whose
+    # best incoming edge is not its neighbour's best outgoing one, a clear first-pass track
+    edges = [(0, 1, 0.2), (1, 2, 0.25), (2, 3, 0.2), (1, 4, 0.1), (5, 2, 0.15)]
+    edges += [(6, 7, 0.3), (8, 7, 0.35), (7, 9, 0.3), (9, 10, 0.5), (10, 11, 0.9), (11, 12, 0.9)]
+    index = np.array([(a, b) for a, b, _ in edges]).T
+    w = np.float32([s for *_, s in edges])
+    params = reference.PipelineParameters(
+        track_builder="walkthrough", walk_min_cut=0.5, walk_high_cut=0.7, min_track_length=3
+    )
+    labels, second = reference.walkthrough_passes(13, index, w, params)
+    assert labels.tolist() == [-1] * 10 + [0] * 3 and second.tolist() == [False]
+    params.set("walk_chain_cut", "0.12")
+    labels, second = reference.walkthrough_passes(13, index, w, params)
+    assert labels.tolist() == [0, 0, 0, 0, -1, -1, -1, 1, 1, 1, 2, 2, 2]
+    assert second.tolist() == [True, True, False]
+    params.set("walk_chain_cut", "0.22")
+    labels, second = reference.walkthrough_passes(13, index, w, params)
+    assert labels.tolist() == [-1] * 7 + [0, 0, 0, 1, 1, 1] and second.tolist() == [True, False]
+    ties = np.array([[0, 0, 1, 2], [1, 2, 3, 3]])
+    chains = reference.mutual_best_chains(4, ties, np.float32([0.3] * 4), 0.1, 3)
+    assert chains.tolist() == [0, 0, -1, 0]
+
+
 def test_parameters_switch_the_stage_on_and_off():
     p = reference.PipelineParameters()
     assert p.walk_rescue_cut is None and p.track_model == ""
@@ -140,9 +164,12 @@ def test_parameters_switch_the_stage_on_and_off():
         "t.pt",
         np.float32(0.8),
     )
+    p.set("walk_chain_cut", "0.1")
+    assert p.walk_chain_cut == np.float32(0.1)
     p.set("walk_rescue_cut", "none")
+    p.set("walk_chain_cut", "off")
     p.set("track_model", "off")
-    assert p.walk_rescue_cut is None and p.track_model == ""
+    assert p.walk_rescue_cut is None and p.walk_chain_cut is None and p.track_model == ""
     p.set("track_cut", "1.0")
     with pytest.raises(ValueError, match="track_cut"):
         p.validate()

@@ -397,6 +397,35 @@ def test_init_weights_start_from_an_exported_network(tmp_path):
         train.init_weights(build_gnn("plain", hidden=8, iterations=2), path)
 
 
+def test_init_weights_grow_a_gnn_by_iterations_near_the_identity(tmp_path):
+    from exatrkx.export import save_scripted, script
+    from exatrkx.models.networks import build_gnn
+
+    torch.manual_seed(3)
+    trained = build_gnn("hetero", hidden=8, iterations=2).eval()
+    path = tmp_path / "gnn.pt"
+    save_scripted(script(trained), path)
+    x = torch.rand(40, 9)
+    x[:, 0] = 0.03 + x[:, 0]  # radii on both sides of the pixel/strip boundary
+    edges = torch.randint(0, 40, (2, 120))
+    torch.manual_seed(4)
+    grown = build_gnn("hetero", hidden=8, iterations=4)
+    train.init_weights(grown, path)
+    for key, value in trained.state_dict().items():
+        assert torch.equal(grown.state_dict()[key], value), key
+    grown.eval()
+    with torch.no_grad():
+        before, after = trained(x, edges), grown(x, edges)
+        fresh = build_gnn("hetero", hidden=8, iterations=4).eval()(x, edges)
+    assert (after - before).abs().max() < 0.05 < (fresh - before).abs().max()
+    # the new iterations learn: their weights get gradients
+    grown.train()
+    grown(x, edges).sum().backward()
+    assert grown.steps[3].node_net[0].weight.grad.abs().sum() > 0
+    with pytest.raises(SystemExit, match="shape"):
+        train.init_weights(build_gnn("hetero", hidden=8, iterations=1), path)
+
+
 def write_run_edges(events):
     """`event%09d-edges.npy` beside each event, as `exatrkx run --edges-out` writes them: the
     true pairs and random ones. Returns them by event id."""
