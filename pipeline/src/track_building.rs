@@ -560,9 +560,7 @@ mod tests {
     }
 
     fn walk(n: usize, edges: &[(i64, i64, f32)], min_len: usize) -> Vec<i64> {
-        let src: Vec<i64> = edges.iter().map(|e| e.0).collect();
-        let dst: Vec<i64> = edges.iter().map(|e| e.1).collect();
-        let w: Vec<f32> = edges.iter().map(|e| e.2).collect();
+        let (src, dst, w) = columns(edges);
         let cfg = WalkthroughConfig {
             min_cut: 0.1,
             high_cut: 0.6,
@@ -673,6 +671,26 @@ mod tests {
         assert_eq!(walk(7, &edges, 3), vec![0, 0, -1, 0, -1, -1, -1]);
     }
 
+    /// `(src, dst, score)` triples as the three columns of `ScoredEdges`.
+    fn columns(edges: &[(i64, i64, f32)]) -> (Vec<i64>, Vec<i64>, Vec<f32>) {
+        (
+            edges.iter().map(|e| e.0).collect(),
+            edges.iter().map(|e| e.1).collect(),
+            edges.iter().map(|e| e.2).collect(),
+        )
+    }
+
+    /// The walkthrough alone at `min_cut` (high cut 0.7, at least 3 spacepoints).
+    fn one_pass(min_cut: f32) -> WalkthroughConfig {
+        WalkthroughConfig {
+            min_cut,
+            high_cut: 0.7,
+            min_track_length: 3,
+            rescue_cut: None,
+            chain_cut: None,
+        }
+    }
+
     #[test]
     fn second_pass_walks_what_the_first_left_and_tracks_keep_their_flags() {
         // 0->1->{2, 3} scores too low for the first pass (min cut 0.4); 4..7 a clear track.
@@ -685,16 +703,8 @@ mod tests {
             (6, 7, 0.9),
             (5, 2, 0.05),
         ];
-        let src: Vec<i64> = edges.iter().map(|e| e.0).collect();
-        let dst: Vec<i64> = edges.iter().map(|e| e.1).collect();
-        let w: Vec<f32> = edges.iter().map(|e| e.2).collect();
-        let mut cfg = WalkthroughConfig {
-            min_cut: 0.4,
-            high_cut: 0.7,
-            min_track_length: 3,
-            rescue_cut: None,
-            chain_cut: None,
-        };
+        let (src, dst, w) = columns(&edges);
+        let mut cfg = one_pass(0.4);
         let one = walkthrough_passes(8, ScoredEdges::new(&src, &dst, &w), &cfg);
         assert_eq!(one.labels, vec![-1, -1, -1, -1, 0, 0, 0, 0]);
         assert_eq!(one.second_pass, vec![false]);
@@ -733,16 +743,8 @@ mod tests {
             (10, 11, 0.9),
             (11, 12, 0.9),
         ];
-        let src: Vec<i64> = edges.iter().map(|e| e.0).collect();
-        let dst: Vec<i64> = edges.iter().map(|e| e.1).collect();
-        let w: Vec<f32> = edges.iter().map(|e| e.2).collect();
-        let mut cfg = WalkthroughConfig {
-            min_cut: 0.5,
-            high_cut: 0.7,
-            min_track_length: 3,
-            rescue_cut: None,
-            chain_cut: None,
-        };
+        let (src, dst, w) = columns(&edges);
+        let mut cfg = one_pass(0.5);
         let scored = ScoredEdges::new(&src, &dst, &w);
         let walk_only = walkthrough_passes(13, scored, &cfg);
         assert_eq!(walk_only.labels, [vec![-1; 10], vec![0; 3]].concat());
