@@ -425,28 +425,16 @@ pub fn mutual_best_chains(
             best_in[d as usize] = Some((s, w));
         }
     }
-    let mut sets = DisjointSets::new(n);
-    let mut on_chain = vec![false; n];
-    for s in 0..n as u32 {
-        if let Some((d, _)) = best_out[s as usize] {
-            if best_in[d as usize].is_some_and(|(bs, _)| bs == s) {
-                sets.union(s, d);
-                on_chain[s as usize] = true;
-                on_chain[d as usize] = true;
-            }
-        }
-    }
-    let mut roots = sets.roots();
-    let mut size = vec![0u32; n];
-    for i in 0..n {
-        if on_chain[i] {
-            size[roots[i] as usize] += 1;
-        } else {
-            roots[i] = u32::MAX;
-        }
-    }
-    let min_len = min_track_length.max(2) as u32;
-    label_components(&roots, |r| size[r as usize] >= min_len)
+    let (chain_src, chain_dst): (Vec<i64>, Vec<i64>) = (0..n as u32)
+        .filter_map(|s| {
+            let (d, _) = best_out[s as usize]?;
+            best_in[d as usize]
+                .is_some_and(|(bs, _)| bs == s)
+                .then_some((s as i64, d as i64))
+        })
+        .unzip();
+    // a spacepoint on no chain is a component of one, below any track length
+    connected_components(n, &chain_src, &chain_dst, min_track_length)
 }
 
 /// The edges whose two ends are in no track of `tracks`.

@@ -575,16 +575,9 @@ def mutual_best_chains(
     best_out, best_in = best(src, dst), best(dst, src)
     chain_src = np.flatnonzero(best_out >= 0)
     chain_src = chain_src[best_in[best_out[chain_src]] == chain_src]
-    chain_dst = best_out[chain_src]
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    comp = _components(n, chain_src, chain_dst)
-    on_chain = np.zeros(n, dtype=bool)
-    on_chain[chain_src] = True
-    on_chain[chain_dst] = True
-    size = np.bincount(comp[on_chain], minlength=n)
-    track_of = np.where(on_chain & (size[comp] >= max(min_track_length, 2)), comp, -1)
-    return _number_by_first_member(track_of)
+    # a spacepoint on no chain is a component of one, below any track length
+    chains = np.stack([chain_src, best_out[chain_src]])
+    return connected_components(n, chains, min_track_length)
 
 
 def _add_later_pass(
@@ -617,8 +610,13 @@ def walkthrough_passes(
     flags = np.zeros(int(labels.max(initial=-1)) + 1, dtype=bool)
     if n == 0:
         return labels, flags
+
+    def free_edges(labels: np.ndarray) -> np.ndarray:
+        # the edges whose two ends are in no track yet
+        return (labels[edge_index[0]] < 0) & (labels[edge_index[1]] < 0)
+
     if p.walk_rescue_cut is not None:
-        free = (labels[edge_index[0]] < 0) & (labels[edge_index[1]] < 0)
+        free = free_edges(labels)
         second = walkthrough(
             n,
             edge_index[:, free],
@@ -629,7 +627,7 @@ def walkthrough_passes(
         )
         labels, flags = _add_later_pass(labels, flags, second)
     if p.walk_chain_cut is not None:
-        free = (labels[edge_index[0]] < 0) & (labels[edge_index[1]] < 0)
+        free = free_edges(labels)
         chains = mutual_best_chains(
             n, edge_index[:, free], scores[free], p.walk_chain_cut, p.min_track_length
         )
