@@ -132,6 +132,18 @@ fn write_edges(dir: &Path, event_id: u64, out: &EventOutput) -> anyhow::Result<(
     Ok(())
 }
 
+/// A loud line where the strip cluster columns fall back to the spacepoint's own position (an
+/// events folder without its `-spacepoints.csv`): the served networks were trained with them.
+pub(crate) fn warn_missing_clusters(event: &io::Event) {
+    if features::lacks_strip_clusters(event) {
+        tracing::warn!(
+            event_id = event.event_id,
+            "no {}-spacepoints.csv: strip spacepoints get their own position as cluster columns",
+            io::event_prefix(event.event_id)
+        );
+    }
+}
+
 pub fn main(args: Args) -> anyhow::Result<()> {
     let cfg = pipeline_config(&args.model)?;
     let needs_modules = cfg.graph_construction == GraphMethod::ModuleMap;
@@ -151,6 +163,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     for event_id in ids {
         let event = io::read_event(&args.events, event_id)
             .with_context(|| format!("reading event {event_id} from {}", args.events.display()))?;
+        warn_missing_clusters(&event);
         let x = features::node_features(&event);
         let modules = needs_modules.then(|| features::module_ids(&event));
         let input = EventInput {

@@ -12,7 +12,7 @@ use exatrkx_pipeline::{EventInput, OutputRequest, Pipeline, PipelineConfig, Trac
 use trackml::evaluate::{evaluate, EvalConfig, Metrics};
 use trackml::{features, io};
 
-use crate::run::{event_ids, pipeline_config, ModelArgs};
+use crate::run::{event_ids, pipeline_config, warn_missing_clusters, ModelArgs};
 
 /// The settings a scan may vary: they act after the GNN.
 const TRACK_KEYS: [&str; 8] = [
@@ -179,6 +179,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         if event.truth.is_none() || event.particles.is_none() {
             bail!("event {event_id}: tuning needs the truth and particles files");
         }
+        warn_missing_clusters(&event);
         let x = features::node_features(&event);
         let modules = features::module_ids(&event);
         let input = EventInput {

@@ -37,6 +37,20 @@ pub fn node_features(event: &Event) -> Vec<f32> {
     out
 }
 
+/// Strip spacepoints sit beyond this radius (mm) in the TrackML geometry, pixels within it.
+const STRIP_RADIUS_MM: f64 = 200.0;
+
+/// True when the event has strip spacepoints but no spacepoints file: their cluster columns
+/// then copy the spacepoint (real TrackML files), which networks trained on the simulation's
+/// clusters do not expect.
+pub fn lacks_strip_clusters(event: &Event) -> bool {
+    event.spacepoints.is_none()
+        && event
+            .hits
+            .iter()
+            .any(|h| (h.x * h.x + h.y * h.y).sqrt() > STRIP_RADIUS_MM)
+}
+
 /// `volume_id * 100_000_000 + layer_id * 100_000 + module_id` per spacepoint.
 pub fn module_ids(event: &Event) -> Vec<i64> {
     event

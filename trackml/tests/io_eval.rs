@@ -3,7 +3,7 @@ mod common;
 
 use common::{real_dir, tmp_dir};
 use trackml::evaluate::{evaluate, truth_labels, EvalConfig};
-use trackml::features::{module_ids, node_features, NUM_FEATURES};
+use trackml::features::{lacks_strip_clusters, module_ids, node_features, NUM_FEATURES};
 use trackml::io::{self, Event, Hit, Particle, TruthHit};
 
 #[test]
@@ -16,6 +16,7 @@ fn real_event_reads_with_truth_and_features() {
     assert!(truth.iter().zip(&e.hits).all(|(t, h)| t.hit_id == h.hit_id));
     assert_eq!(e.particles.as_ref().unwrap().len(), 548);
     assert!(e.spacepoints.is_none() && e.cells.as_ref().unwrap().len() > 5527);
+    assert!(lacks_strip_clusters(&e));
     let x = node_features(&e);
     assert_eq!(x.len(), 5527 * NUM_FEATURES);
     for (i, h) in e.hits.iter().enumerate() {
@@ -33,6 +34,26 @@ fn real_event_reads_with_truth_and_features() {
     assert_eq!(m.efficiency, 1.0);
     assert_eq!(m.double_majority_efficiency, 1.0);
     assert_eq!((m.fake_rate, m.duplicate_rate), (0.0, 0.0));
+}
+
+#[test]
+fn strip_spacepoints_without_a_spacepoints_file_are_flagged() {
+    let hit = |hit_id, x: f64| Hit {
+        hit_id,
+        x,
+        y: 0.0,
+        z: 0.0,
+        volume_id: 8,
+        layer_id: 2,
+        module_id: 1,
+    };
+    let mut e = Event::default();
+    e.hits.push(hit(1, 32.0));
+    assert!(!lacks_strip_clusters(&e), "pixels have no clusters to miss");
+    e.hits.push(hit(2, 260.0));
+    assert!(lacks_strip_clusters(&e));
+    e.spacepoints = Some(Vec::new());
+    assert!(!lacks_strip_clusters(&e));
 }
 
 #[test]

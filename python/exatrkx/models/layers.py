@@ -81,11 +81,20 @@ def pair_geometry(a: Tensor, b: Tensor) -> Tensor:
     network precision: differences of nearby positions need the mantissa that bf16 lacks."""
     a = a[:, :3].float()
     b = b[:, :3].float()
+    return pair_geometry_eta(a, b, spacepoint_eta(a), spacepoint_eta(b))
+
+
+def spacepoint_eta(p: Tensor) -> Tensor:
+    """Pseudorapidity from the (r/1000, phi/pi, z/1000) columns."""
+    return torch.asinh(p[:, 2] / p[:, 0].clamp_min(1e-6))
+
+
+def pair_geometry_eta(a: Tensor, b: Tensor, eta_a: Tensor, eta_b: Tensor) -> Tensor:
+    """`pair_geometry` given the ends' fp32 (r, phi, z) columns and their `spacepoint_eta`:
+    at inference eta is computed once per spacepoint and gathered, not twice per edge."""
     dr = b[:, 0] - a[:, 0]
     dphi = wrap_phi(b[:, 1] - a[:, 1])
     dz = b[:, 2] - a[:, 2]
-    eta_a = torch.asinh(a[:, 2] / a[:, 0].clamp_min(1e-6))
-    eta_b = torch.asinh(b[:, 2] / b[:, 0].clamp_min(1e-6))
     # hits on one layer have dr ~ 0: keep the ratios finite and bounded
     dr_safe = torch.where(dr >= 0, dr.clamp_min(1e-3), dr.clamp_max(-1e-3))
     phi_slope = (dphi / dr_safe).clamp(-5.0, 5.0)

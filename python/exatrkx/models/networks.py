@@ -27,6 +27,8 @@ from exatrkx.models.layers import (
     make_mlp,
     node_inputs,
     pair_geometry,
+    pair_geometry_eta,
+    spacepoint_eta,
 )
 
 NUM_FEATURES = 9
@@ -117,10 +119,16 @@ class FilterNet(nn.Module):
         dst_part = inputs.matmul(first.weight[:, k : 2 * k].t())
         geometry_weight = first.weight[:, 2 * k :].t()
         position = x[:, :3].float()
+        eta = spacepoint_eta(position)
         scores = torch.empty(src.size(0), dtype=torch.float32, device=x.device)
         for start, end in edge_chunks(src.size(0), self.edge_chunk, x.device):
             s, d = src[start:end], dst[start:end]
-            geometry = pair_geometry(position.index_select(0, s), position.index_select(0, d))
+            geometry = pair_geometry_eta(
+                position.index_select(0, s),
+                position.index_select(0, d),
+                eta.index_select(0, s),
+                eta.index_select(0, d),
+            )
             h = torch.addmm(first.bias, geometry.to(dtype), geometry_weight)
             h = h.add_(src_part.index_select(0, s)).add_(dst_part.index_select(0, d))
             for i, layer in enumerate(self.mlp):
@@ -273,7 +281,14 @@ class InteractionGNN(nn.Module):
         check_inputs(x, edge_index, self._num_features)
         nodes, src, dst = used_nodes(x.size(0), edge_index[0], edge_index[1])
         xf = x.index_select(0, nodes).float()
-        geometry = pair_geometry(xf.index_select(0, src), xf.index_select(0, dst))
+        position = xf[:, :3]
+        eta = spacepoint_eta(position)
+        geometry = pair_geometry_eta(
+            position.index_select(0, src),
+            position.index_select(0, dst),
+            eta.index_select(0, src),
+            eta.index_select(0, dst),
+        )
         is_strip = xf[:, 0] > self.strip_radius
         strip = torch.nonzero(is_strip).squeeze(1)
         pixel = torch.nonzero(~is_strip).squeeze(1)
