@@ -1,4 +1,5 @@
 //! Node features and module ids, identical to `exatrkx.trackml.features` / `module_ids`.
+use crate::detector::ModuleKind;
 use crate::io::Event;
 
 pub const NUM_FEATURES: usize = 9;
@@ -37,9 +38,6 @@ pub fn node_features(event: &Event) -> Vec<f32> {
     out
 }
 
-/// Strip spacepoints sit beyond this radius (mm) in the TrackML geometry, pixels within it.
-const STRIP_RADIUS_MM: f64 = 200.0;
-
 /// True when the event has strip spacepoints but no spacepoints file: their cluster columns
 /// then copy the spacepoint (real TrackML files), which networks trained on the simulation's
 /// clusters do not expect.
@@ -48,7 +46,7 @@ pub fn lacks_strip_clusters(event: &Event) -> bool {
         && event
             .hits
             .iter()
-            .any(|h| (h.x * h.x + h.y * h.y).sqrt() > STRIP_RADIUS_MM)
+            .any(|h| ModuleKind::of_volume(h.volume_id).is_strip())
 }
 
 /// `volume_id * 100_000_000 + layer_id * 100_000 + module_id` per spacepoint.

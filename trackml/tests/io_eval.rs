@@ -38,19 +38,20 @@ fn real_event_reads_with_truth_and_features() {
 
 #[test]
 fn strip_spacepoints_without_a_spacepoints_file_are_flagged() {
-    let hit = |hit_id, x: f64| Hit {
+    // volume 8: pixel barrel, 13: short-strip barrel
+    let hit = |hit_id, x: f64, volume_id| Hit {
         hit_id,
         x,
         y: 0.0,
         z: 0.0,
-        volume_id: 8,
+        volume_id,
         layer_id: 2,
         module_id: 1,
     };
     let mut e = Event::default();
-    e.hits.push(hit(1, 32.0));
+    e.hits.push(hit(1, 32.0, 8));
     assert!(!lacks_strip_clusters(&e), "pixels have no clusters to miss");
-    e.hits.push(hit(2, 260.0));
+    e.hits.push(hit(2, 260.0, 13));
     assert!(lacks_strip_clusters(&e));
     e.spacepoints = Some(Vec::new());
     assert!(!lacks_strip_clusters(&e));
