@@ -1,11 +1,16 @@
 //! Edge classification by a TorchScript network `(x, edge_index) -> logits`: the filter (an MLP
 //! over both edge ends, run in chunks of edges) and the GNN (whole graph). Edges whose sigmoid
-//! score is above the cut survive, in their order.
-use tch::{Kind, Tensor};
+//! score is above the cut survive, in their order. On a CPU in fp32 the filter runs through
+//! the fused kernel of `fused_filter.rs` when that reproduces the file.
+use tch::{Device, Kind, Tensor};
+use tracing::info;
 
 use crate::error::Result;
+use crate::fused_filter::FusedFilter;
 use crate::model::TorchModel;
-use crate::stage::{torch_error, EdgeClassifier, EventData, ExecutionContext};
+use crate::stage::{
+    edge_tensor, host_slice, torch_error, EdgeClassifier, EventData, ExecutionContext,
+};
 
 /// Settings of one edge classifier.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,6 +22,8 @@ pub struct EdgeClassifierConfig {
     pub cut: f32,
     /// Edges per network call; `None` scores the whole graph at once (message passing needs it).
     pub chunk: Option<usize>,
+    /// Try the fused CPU kernel (a filter, on a CPU context in fp32).
+    pub fused: bool,
 }
 
 pub struct TorchEdgeClassifier {
@@ -24,16 +31,38 @@ pub struct TorchEdgeClassifier {
     model: TorchModel,
     cut: f32,
     chunk: Option<usize>,
+    fused: Option<FusedFilter>,
 }
 
 impl TorchEdgeClassifier {
     pub fn load(cfg: &EdgeClassifierConfig, ctx: &ExecutionContext) -> Result<Self> {
+        let model = TorchModel::load(&cfg.model, ctx)?;
+        let fused = if cfg.fused
+            && ctx.torch_device() == Device::Cpu
+            && ctx.network_kind() == Kind::Float
+        {
+            let fused = FusedFilter::load(&model, model.int_method("num_features")?)?;
+            info!(
+                stage = cfg.name,
+                fused = fused.is_some(),
+                "CPU edge classifier kernel chosen"
+            );
+            fused
+        } else {
+            None
+        };
         Ok(Self {
             name: cfg.name,
-            model: TorchModel::load(&cfg.model, ctx)?,
+            model,
             cut: cfg.cut,
             chunk: cfg.chunk.map(|c| c.max(1)),
+            fused,
         })
+    }
+
+    /// Whether the fused CPU kernel scores the edges (instead of libtorch).
+    pub fn is_fused(&self) -> bool {
+        self.fused.is_some()
     }
 
     pub(crate) fn model(&self) -> &TorchModel {
@@ -77,7 +106,10 @@ impl EdgeClassifier for TorchEdgeClassifier {
         self.name
     }
 
-    fn classify(&self, _ctx: &ExecutionContext, event: &mut EventData) -> Result<()> {
+    fn classify(&self, ctx: &ExecutionContext, event: &mut EventData) -> Result<()> {
+        if let Some(fused) = &self.fused {
+            return self.classify_fused(fused, ctx, event);
+        }
         let scores = self.scores(&event.features, &event.edge_index)?;
         let keep = scores
             .f_gt(self.cut as f64)
@@ -94,5 +126,47 @@ impl EdgeClassifier for TorchEdgeClassifier {
                 .map_err(torch_error(self.name))?,
         );
         Ok(())
+    }
+}
+
+impl TorchEdgeClassifier {
+    /// `classify` on the host with the fused kernel: the same cut, the same order.
+    fn classify_fused(
+        &self,
+        fused: &FusedFilter,
+        ctx: &ExecutionContext,
+        event: &mut EventData,
+    ) -> Result<()> {
+        let index = host_slice::<i64>(&event.edge_index, self.name)?;
+        let (src, dst) = index.split_at(index.len() / 2);
+        let input = event.input;
+        let scores = fused.scores(input.features, input.num_features, src, dst);
+        let kept: Vec<usize> = (0..scores.len())
+            .filter(|&i| scores[i] > self.cut)
+            .collect();
+        let new_index: Vec<i64> = kept
+            .iter()
+            .map(|&i| src[i])
+            .chain(kept.iter().map(|&i| dst[i]))
+            .collect();
+        let kept_scores: Vec<f32> = kept.iter().map(|&i| scores[i]).collect();
+        drop(index);
+        event.edge_index = edge_tensor(&new_index, ctx.torch_device(), self.name)?;
+        event.edge_scores =
+            Some(Tensor::f_from_slice(&kept_scores).map_err(torch_error(self.name))?);
+        Ok(())
+    }
+
+    /// `[E]` sigmoid scores of the edges `[src..., dst...]` of the `[N, num_features]`
+    /// spacepoints from the fused kernel, `None` when this classifier does not use it.
+    pub fn fused_scores(
+        &self,
+        features: &[f32],
+        num_features: usize,
+        edge_index: &[i64],
+    ) -> Option<Vec<f32>> {
+        let (src, dst) = edge_index.split_at(edge_index.len() / 2);
+        let fused = self.fused.as_ref()?;
+        Some(fused.scores(features, num_features, src, dst))
     }
 }

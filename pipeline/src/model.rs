@@ -48,6 +48,16 @@ impl TorchModel {
         }
     }
 
+    /// The network's parameters by name (`mlp.0.weight`, ...).
+    pub fn named_parameters(&self) -> Result<Vec<(String, Tensor)>> {
+        self.module
+            .named_parameters()
+            .map_err(|e| PipelineError::ModelLoad {
+                path: self.path.display().to_string(),
+                reason: e.to_string(),
+            })
+    }
+
     pub fn forward(&self, stage: &'static str, inputs: &[&Tensor]) -> Result<Tensor> {
         self.module.forward_ts(inputs).map_err(torch_error(stage))
     }

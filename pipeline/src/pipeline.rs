@@ -121,6 +121,7 @@ impl Pipeline {
                 } else {
                     cfg.filter_chunk
                 }),
+                fused: cfg.fused_filter,
             },
             &ctx,
         )?;
@@ -130,6 +131,7 @@ impl Pipeline {
                 model: cfg.gnn_path(),
                 cut: cfg.gnn_cut,
                 chunk: None,
+                fused: false,
             },
             &ctx,
         )?;

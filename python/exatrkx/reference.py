@@ -62,6 +62,7 @@ PARAMETER_KEYS = (
     "gpu_filter_chunk",
     "max_spacepoints",
     "allow_cpu_fallback",
+    "filter_kernel",
     "intra_op_threads",
 )
 
@@ -85,6 +86,12 @@ _ALIASES = {
         "fp16": "fp16",
         "float16": "fp16",
         "half": "fp16",
+    },
+    "filter_kernel": {
+        "auto": "auto",
+        "fused": "auto",
+        "torch": "torch",
+        "libtorch": "torch",
     },
 }
 
@@ -130,6 +137,8 @@ class PipelineParameters:
     max_spacepoints: int = 500_000
     intra_op_threads: int = 0  # parsed and checked; the reference keeps torch's setting
     allow_cpu_fallback: bool = False
+    # parsed and checked; the reference runs every network through torch
+    filter_kernel: str = "auto"
 
     def set(self, key: str, value: str) -> None:
         if key not in PARAMETER_KEYS:

@@ -175,3 +175,53 @@ def test_run_with_second_pass_and_track_quality_writes_the_reference_labels(tmp_
         assert np.array_equal(written, expected)
         dropped += before[event_id].max() - written.max()
     assert dropped > 0 and max(trackml.read_labels(out, i)["track_id"].max() for i in before) >= 0
+
+
+@needs_rust
+def test_the_fused_cpu_filter_runs_filter_nets_and_steps_aside_for_others(tmp_path):
+    """`filter_kernel` auto (the fused kernel where it reproduces the network) and torch give
+    the same labels; a FilterNet whose activation the kernel does not compute is caught by its
+    probe and runs through libtorch."""
+    import re
+    import subprocess
+
+    from exatrkx import export
+    from exatrkx.models.networks import FilterNet
+
+    events = rust_tools.simulate(tmp_path / "events", mu=3, events=1, seed=43)
+    for activation, fused in (("relu", "true"), ("tanh", "false")):
+        folder = tmp_path / activation
+        shutil.copytree(MODEL, folder)
+        torch.manual_seed(7)
+        net = FilterNet(hidden=32, layers=2, activation=activation).eval()
+        export.save_scripted(export.script(net), folder / "1" / "filter.pt")
+        labels = {}
+        for kernel in ("auto", "torch"):
+            out = tmp_path / f"labels-{activation}-{kernel}"
+            done = subprocess.run(
+                [
+                    str(rust_tools.EXATRKX),
+                    "run",
+                    "--events",
+                    str(events),
+                    "--out",
+                    str(out),
+                    "--model",
+                    str(folder),
+                    "--param",
+                    f"filter_kernel={kernel}",
+                    "--param",
+                    "filter_cut=0.3",
+                    "--log",
+                    "info",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            if kernel == "auto":
+                log = re.sub(r"\x1b\[[0-9;]*m", "", done.stderr + done.stdout)
+                assert f"fused={fused}" in log
+            labels[kernel] = trackml.read_labels(out, 0)["track_id"].to_numpy()
+        assert np.array_equal(labels["auto"], labels["torch"])
+        assert labels["auto"].max() >= 0
