@@ -68,9 +68,9 @@ pub struct PipelineConfig {
     pub gpu_filter_chunk: usize,
     pub max_spacepoints: usize,
     pub allow_cpu_fallback: bool,
-    /// `filter_kernel`: on a CPU in fp32, score the filter with the fused kernel
-    /// (`fused_filter.rs`) when it reproduces the network; otherwise through libtorch.
-    pub fused_filter: bool,
+    /// `cpu_kernels`: on a CPU in fp32, run the filter and the GNN as fused kernels
+    /// (`fused/`) where they reproduce the files; otherwise (and `torch`) through libtorch.
+    pub fused_kernels: bool,
     /// libtorch intra-op threads for this pipeline's runs; 0 leaves libtorch's choice (one per
     /// core, or `OMP_NUM_THREADS`).
     pub intra_op_threads: usize,
@@ -104,7 +104,7 @@ impl Default for PipelineConfig {
             gpu_filter_chunk: 1 << 20,
             max_spacepoints: 500_000,
             allow_cpu_fallback: false,
-            fused_filter: true,
+            fused_kernels: true,
             intra_op_threads: 0,
             device: DeviceKind::Cpu,
         }
@@ -136,7 +136,7 @@ pub const PARAMETER_KEYS: &[&str] = &[
     "gpu_filter_chunk",
     "max_spacepoints",
     "allow_cpu_fallback",
-    "filter_kernel",
+    "cpu_kernels",
     "intra_op_threads",
 ];
 
@@ -256,8 +256,8 @@ impl PipelineConfig {
                     _ => return Err(bad(key, value, "true or false")),
                 }
             }
-            "filter_kernel" => {
-                self.fused_filter = match v {
+            "cpu_kernels" => {
+                self.fused_kernels = match v {
                     "auto" | "fused" => true,
                     "torch" | "libtorch" => false,
                     _ => return Err(bad(key, value, "'auto' or 'torch'")),
@@ -484,7 +484,7 @@ mod tests {
             ("gpu_filter_chunk", "500000"),
             ("max_spacepoints", "3000"),
             ("allow_cpu_fallback", "true"),
-            ("filter_kernel", "torch"),
+            ("cpu_kernels", "torch"),
             ("intra_op_threads", "1"),
         ];
         assert_eq!(samples.len(), PARAMETER_KEYS.len());
@@ -496,7 +496,7 @@ mod tests {
         assert_eq!(cfg.graph_construction, GraphMethod::ModuleMap);
         assert_eq!(cfg.track_builder, TrackBuilder::Walkthrough);
         assert_eq!(cfg.precision, Precision::Bf16);
-        assert!(!cfg.fused_filter);
+        assert!(!cfg.fused_kernels);
         assert_eq!(
             (
                 cfg.knn,

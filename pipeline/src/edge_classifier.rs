@@ -1,12 +1,12 @@
 //! Edge classification by a TorchScript network `(x, edge_index) -> logits`: the filter (an MLP
 //! over both edge ends, run in chunks of edges) and the GNN (whole graph). Edges whose sigmoid
 //! score is above the cut survive, in their order. On a CPU in fp32 the filter runs through
-//! the fused kernel of `fused_filter.rs` when that reproduces the file.
+//! the fused kernels of `fused/` when they reproduce the file.
 use tch::{Device, Kind, Tensor};
 use tracing::info;
 
 use crate::error::Result;
-use crate::fused_filter::FusedFilter;
+use crate::fused::{filter::FusedFilter, gnn::FusedGnn};
 use crate::model::TorchModel;
 use crate::stage::{
     edge_tensor, host_slice, torch_error, EdgeClassifier, EventData, ExecutionContext,
@@ -22,7 +22,8 @@ pub struct EdgeClassifierConfig {
     pub cut: f32,
     /// Edges per network call; `None` scores the whole graph at once (message passing needs it).
     pub chunk: Option<usize>,
-    /// Try the fused CPU kernel (a filter, on a CPU context in fp32).
+    /// Try the fused CPU kernel of this classifier (`name` filter or gnn), on a CPU context in
+    /// fp32.
     pub fused: bool,
 }
 
@@ -31,26 +32,49 @@ pub struct TorchEdgeClassifier {
     model: TorchModel,
     cut: f32,
     chunk: Option<usize>,
-    fused: Option<FusedFilter>,
+    fused: Option<Fused>,
+}
+
+/// The fused CPU kernel a classifier runs instead of libtorch.
+enum Fused {
+    Filter(FusedFilter),
+    Gnn(FusedGnn),
+}
+
+impl Fused {
+    fn load(name: &str, model: &TorchModel) -> Result<Option<Self>> {
+        let num_features = model.int_method("num_features")?;
+        Ok(match name {
+            "filter" => FusedFilter::load(model, num_features)?.map(Fused::Filter),
+            "gnn" => FusedGnn::load(model, num_features)?.map(Fused::Gnn),
+            _ => None,
+        })
+    }
+
+    fn scores(&self, features: &[f32], num_features: usize, src: &[i64], dst: &[i64]) -> Vec<f32> {
+        match self {
+            Fused::Filter(f) => f.scores(features, num_features, src, dst),
+            Fused::Gnn(g) => g.scores(features, num_features, src, dst),
+        }
+    }
 }
 
 impl TorchEdgeClassifier {
     pub fn load(cfg: &EdgeClassifierConfig, ctx: &ExecutionContext) -> Result<Self> {
         let model = TorchModel::load(&cfg.model, ctx)?;
-        let fused = if cfg.fused
-            && ctx.torch_device() == Device::Cpu
-            && ctx.network_kind() == Kind::Float
-        {
-            let fused = FusedFilter::load(&model, model.int_method("num_features")?)?;
+        let cpu_fp32 = ctx.torch_device() == Device::Cpu && ctx.network_kind() == Kind::Float;
+        let fused = if cfg.fused && cpu_fp32 {
+            Fused::load(cfg.name, &model)?
+        } else {
+            None
+        };
+        if cpu_fp32 {
             info!(
                 stage = cfg.name,
                 fused = fused.is_some(),
                 "CPU edge classifier kernel chosen"
             );
-            fused
-        } else {
-            None
-        };
+        }
         Ok(Self {
             name: cfg.name,
             model,
@@ -133,7 +157,7 @@ impl TorchEdgeClassifier {
     /// `classify` on the host with the fused kernel: the same cut, the same order.
     fn classify_fused(
         &self,
-        fused: &FusedFilter,
+        fused: &Fused,
         ctx: &ExecutionContext,
         event: &mut EventData,
     ) -> Result<()> {

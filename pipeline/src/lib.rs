@@ -16,7 +16,7 @@ mod error;
 mod event;
 pub mod fit;
 pub mod frnn;
-mod fused_filter;
+mod fused;
 pub mod gpu;
 mod model;
 pub mod module_map;

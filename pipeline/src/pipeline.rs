@@ -121,7 +121,7 @@ impl Pipeline {
                 } else {
                     cfg.filter_chunk
                 }),
-                fused: cfg.fused_filter,
+                fused: cfg.fused_kernels,
             },
             &ctx,
         )?;
@@ -131,7 +131,7 @@ impl Pipeline {
                 model: cfg.gnn_path(),
                 cut: cfg.gnn_cut,
                 chunk: None,
-                fused: false,
+                fused: cfg.fused_kernels,
             },
             &ctx,
         )?;

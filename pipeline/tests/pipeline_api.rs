@@ -260,10 +260,10 @@ fn the_track_quality_stage_keeps_the_candidates_above_its_cut() {
     );
 }
 
-/// The served filter (a FilterNet of width 48) on the fixture event's spacepoints, through the
-/// fused CPU kernel and through libtorch.
+/// The served filter (a FilterNet of width 48) and GNN (heterogeneous, width 32) on the
+/// fixture event's spacepoints, through the fused CPU kernels and through libtorch.
 #[test]
-fn the_fused_filter_scores_as_libtorch_does() {
+fn the_fused_kernels_score_as_libtorch_does() {
     use exatrkx_pipeline::edge_classifier::{EdgeClassifierConfig, TorchEdgeClassifier};
     use exatrkx_pipeline::ExecutionContext;
     let _no_grad = tch::no_grad_guard();
@@ -271,67 +271,74 @@ fn the_fused_filter_scores_as_libtorch_does() {
     let (features, _) = fixture_event();
     let n = features.len() / 9;
     let x = tch::Tensor::from_slice(&features).view([n as i64, 9]);
-    // near pairs (as a radius graph gives), far pairs, both orientations and an odd count
-    let pairs: Vec<(i64, i64)> = (0..n as i64)
-        .flat_map(|i| [1, 2, 17, 901].map(|step| (i, (i + step) % n as i64)))
+    // near pairs (as a radius graph gives), far pairs, both orientations, a self-loop and an
+    // odd count; the spacepoints past index 1800 have no edge (the GNN skips them)
+    let pairs: Vec<(i64, i64)> = (0..1800i64)
+        .flat_map(|i| [1, 2, 17, 901].map(|step| (i, (i + step) % 1800)))
         .chain([(5, 4), (7, 7), (0, 1)])
         .collect();
+    assert!(n > 2000);
     let index: Vec<i64> = pairs
         .iter()
         .map(|p| p.0)
         .chain(pairs.iter().map(|p| p.1))
         .collect();
     let edges = tch::Tensor::from_slice(&index).view([2, pairs.len() as i64]);
-    let load = |model: PathBuf, fused| {
+    let load = |name, model: PathBuf, fused| {
         let cfg = EdgeClassifierConfig {
-            name: "filter",
+            name,
             model,
             cut: 0.5,
-            chunk: Some(4096),
+            chunk: (name == "filter").then_some(4096),
             fused,
         };
         TorchEdgeClassifier::load(&cfg, &ctx).unwrap()
     };
     let served = Path::new(env!("CARGO_MANIFEST_DIR")).join("../model_repository/exatrkx/1");
-    let fused = load(served.join("filter.pt"), true);
-    let plain = load(served.join("filter.pt"), false);
-    assert!(fused.is_fused() && !plain.is_fused());
-    let want = Vec::<f32>::try_from(plain.scores(&x, &edges).unwrap()).unwrap();
-    let got = fused.fused_scores(&features, 9, &index).unwrap();
-    assert_eq!(got.len(), want.len());
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(worst < 1e-5, "largest score difference {worst}");
-    // both sides of the cut are exercised
-    let above = want.iter().filter(|&&s| s > 0.01).count();
-    assert!(
-        above > 0 && above < want.len(),
-        "{above} of {} above 0.01",
-        want.len()
-    );
+    for (name, cut) in [("filter", 0.01), ("gnn", 0.5)] {
+        let file = served.join(format!("{name}.pt"));
+        let fused = load(name, file.clone(), true);
+        let plain = load(name, file, false);
+        assert!(fused.is_fused() && !plain.is_fused(), "{name}");
+        let want = Vec::<f32>::try_from(plain.scores(&x, &edges).unwrap()).unwrap();
+        let got = fused.fused_scores(&features, 9, &index).unwrap();
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{name}: largest score difference {worst}");
+        // both sides of the cut are exercised
+        let above = want.iter().filter(|&&s| s > cut).count();
+        assert!(
+            above > 0 && above < want.len(),
+            "{name}: {above} of {} above {cut}",
+            want.len()
+        );
+    }
 
-    // the fixture filter is an older network (no layer norms, raw features): libtorch runs it
-    let other = load(model_folder().join("1/filter.pt"), true);
-    assert!(!other.is_fused());
-    assert!(other.fused_scores(&features, 9, &index).is_none());
-    assert_eq!(
-        other.scores(&x, &edges).unwrap().size(),
-        [pairs.len() as i64]
-    );
+    // the fixture networks are older ones (no layer norms, raw features): libtorch runs them
+    for name in ["filter", "gnn"] {
+        let other = load(name, model_folder().join(format!("1/{name}.pt")), true);
+        assert!(!other.is_fused(), "{name}");
+        assert!(other.fused_scores(&features, 9, &index).is_none());
+        assert_eq!(
+            other.scores(&x, &edges).unwrap().size(),
+            [pairs.len() as i64]
+        );
+    }
 }
 
 #[test]
-fn the_filter_kernel_setting_is_checked() {
+fn the_cpu_kernels_setting_is_checked() {
     let mut cfg = config(&[]);
-    assert!(cfg.fused_filter);
-    cfg.set("filter_kernel", "torch").unwrap();
-    assert!(!cfg.fused_filter);
-    let err = cfg.set("filter_kernel", "fast").unwrap_err().to_string();
+    assert!(cfg.fused_kernels);
+    cfg.set("cpu_kernels", "torch").unwrap();
+    assert!(!cfg.fused_kernels);
+    let err = cfg.set("cpu_kernels", "fast").unwrap_err().to_string();
     assert!(
-        err.contains("filter_kernel") && err.contains("'auto' or 'torch'"),
+        err.contains("cpu_kernels") && err.contains("'auto' or 'torch'"),
         "{err}"
     );
 }

@@ -38,6 +38,11 @@ import numpy as np
 from exatrkx import bench_events, bench_perf, bench_repository, bench_scaling, paths, reference
 
 DEFAULT_MUS = (2, 10, 50, 200, 300, 600)
+# The backend's fused CPU kernels (docs/DESIGN.md, `cpu_kernels`) sum in another order than
+# torch; a score that close to a cut can tip a candidate (one of 6,300 tracks on one of six
+# pile-up-200 events). Labels agree when at most this share of spacepoints sits in tracks
+# that differ.
+LABEL_TOLERANCE = 0.002
 SCALING_SIDES = ("rust", "python")
 STEP_STAGES = {
     "exatrkx_py_embedding": "embedding",
@@ -81,6 +86,26 @@ class Bench:
         return any(r.labels_equal is False for r in self.scaling) or any(
             not c["equal"] for c in self.checks
         )
+
+
+def differing_spacepoints(a: np.ndarray, b: np.ndarray) -> int:
+    """Spacepoints whose track (the spacepoints sharing their label; alone for -1) is not the
+    same in the labels `a` and `b`: the labels' numbering does not matter."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    both = (a >= 0) & (b >= 0)
+    pairs, pair_index = np.unique(np.stack([a, b], 1), axis=0, return_inverse=True)
+    pair_count = np.bincount(pair_index.ravel())[pair_index.ravel()]
+    count_a = np.bincount(a[a >= 0])[np.maximum(a, 0)]
+    count_b = np.bincount(b[b >= 0])[np.maximum(b, 0)]
+    same = (both & (pair_count == count_a) & (pair_count == count_b)) | ((a < 0) & (b < 0))
+    return int((~same).sum())
+
+
+def labels_agree(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same tracks up to `LABEL_TOLERANCE` of the spacepoints (and the same length)."""
+    if len(a) != len(b):
+        return False
+    return differing_spacepoints(a, b) <= LABEL_TOLERANCE * len(a)
 
 
 # --- machine --------------------------------------------------------------------------------
@@ -230,11 +255,7 @@ def run_scaling(bench: Bench) -> None:
                     repeat=args.repeat,
                     warmup_rows=args.warmup_rows,
                 )
-                equal = (
-                    None
-                    if rust_labels is None
-                    else bool(np.array_equal(result.labels, rust_labels))
-                )
+                equal = None if rust_labels is None else labels_agree(result.labels, rust_labels)
                 row = bench_scaling.StageTimes(
                     "python",
                     mu,
@@ -251,7 +272,7 @@ def run_scaling(bench: Bench) -> None:
             bench.log(
                 f"scaling mu {mu:g} ({row.spacepoints:,} spacepoints) {side}: "
                 f"{row.total:.2f} s, edges {row.graph_sizes}"
-                + ("" if row.labels_equal is None else f", labels equal: {row.labels_equal}")
+                + ("" if row.labels_equal is None else f", labels agree: {row.labels_equal}")
             )
     _save(bench)
 
@@ -281,7 +302,7 @@ def check_served_labels(bench: Bench, server, events, what: str) -> list[float]:
                 start = time.perf_counter()
                 answers.append(client.infer(x, module_ids=ids)["LABELS"])
                 times.append(time.perf_counter() - start)
-            equal = bool(np.array_equal(answers[0], answers[1]))
+            equal = labels_agree(answers[0], answers[1])
             bench.checks.append({"events": what, "event": k, "spacepoints": len(x), "equal": equal})
             if not equal:
                 bench.log(f"LABELS DIFFER between exatrkx and the ensemble on {what} event {k}")
@@ -502,7 +523,7 @@ def write_report(bench: Bench, machine: dict) -> Path:
             f"at least max({args.window_requests}, 2 x concurrency) requests, stable when 3 "
             f"windows agree within {args.stability:g}%, at most {args.max_trials} windows "
             "(else a fixed count of 3 windows' requests, marked unstable). Labels of both "
-            "models equal on every perf event: "
+            "models agree on every perf event: "
             f"{'yes' if all(c['equal'] for c in bench.checks) else 'NO'}.",
             "",
             bench_perf.results_table(bench.perf),

@@ -116,7 +116,7 @@ def scaling_table(rows: list[StageTimes]) -> str:
     ]
     for r in sorted(rows, key=lambda r: (r.spacepoints, r.side)):
         stages = " | ".join(f"{r.timings[s] * 1e3:.0f}" if s in r.timings else "" for s in STAGES)
-        labels = {None: "", True: "equal", False: "DIFFER"}[r.labels_equal]
+        labels = {None: "", True: "agree", False: "DIFFER"}[r.labels_equal]
         sizes = " / ".join(f"{n:,}" for n in r.graph_sizes)
         lines.append(
             f"| {r.mu:g} | {r.spacepoints:,} | {r.side} | {stages} | {r.total * 1e3:.0f} "

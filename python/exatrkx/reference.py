@@ -62,7 +62,7 @@ PARAMETER_KEYS = (
     "gpu_filter_chunk",
     "max_spacepoints",
     "allow_cpu_fallback",
-    "filter_kernel",
+    "cpu_kernels",
     "intra_op_threads",
 )
 
@@ -87,7 +87,7 @@ _ALIASES = {
         "float16": "fp16",
         "half": "fp16",
     },
-    "filter_kernel": {
+    "cpu_kernels": {
         "auto": "auto",
         "fused": "auto",
         "torch": "torch",
@@ -138,7 +138,7 @@ class PipelineParameters:
     intra_op_threads: int = 0  # parsed and checked; the reference keeps torch's setting
     allow_cpu_fallback: bool = False
     # parsed and checked; the reference runs every network through torch
-    filter_kernel: str = "auto"
+    cpu_kernels: str = "auto"
 
     def set(self, key: str, value: str) -> None:
         if key not in PARAMETER_KEYS:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exatrkx import bench_perf, bench_repository, bench_scaling, paths, reference, testing
+from exatrkx import bench, bench_perf, bench_repository, bench_scaling, paths, reference, testing
 
 PROJECT_CONFIG = (paths.MODEL_REPOSITORY / "exatrkx" / "config.pbtxt").read_text()
 
@@ -246,3 +246,20 @@ def test_scaling_table_and_plot(tmp_path):
     assert "DIFFER" in table and "| 10,000 | rust |" in table
     path = bench_scaling.plot_scaling(rows, tmp_path / "s.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_labels_agree_up_to_a_tipped_track_and_whatever_the_numbering():
+    a = np.array([0, 0, 0, 1, 1, 1, -1, -1, 2, 2, 2] + [-1] * 4989)
+    renumbered = np.where(a >= 0, 2 - a, -1)
+    assert bench.differing_spacepoints(a, renumbered) == 0
+    assert bench.labels_agree(a, renumbered)
+    # track 1 loses a spacepoint, an unassigned one joins track 2
+    b = a.copy()
+    b[5], b[6] = -1, 2
+    assert bench.differing_spacepoints(a, b) == 3 + 3 + 1  # tracks 1 and 2, the lost spacepoint
+    assert bench.labels_agree(a, b)  # 7 of 5000 spacepoints
+    assert not bench.labels_agree(a[:1000], b[:1000])  # 7 of 1000: above 0.2 %
+    merged = np.where(a == 1, 0, a)
+    assert bench.differing_spacepoints(a, merged) == 6
+    assert not bench.labels_agree(a[:11], merged[:11])
+    assert not bench.labels_agree(a, a[:-1])

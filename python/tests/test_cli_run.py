@@ -178,50 +178,42 @@ def test_run_with_second_pass_and_track_quality_writes_the_reference_labels(tmp_
 
 
 @needs_rust
-def test_the_fused_cpu_filter_runs_filter_nets_and_steps_aside_for_others(tmp_path):
-    """`filter_kernel` auto (the fused kernel where it reproduces the network) and torch give
-    the same labels; a FilterNet whose activation the kernel does not compute is caught by its
-    probe and runs through libtorch."""
+def test_the_fused_cpu_kernels_run_their_networks_and_step_aside_for_others(tmp_path):
+    """`cpu_kernels` auto (the fused filter and GNN where they reproduce the files) and torch
+    give the same labels; networks whose activation the kernels do not compute are caught by
+    their probes and run through libtorch."""
     import re
     import subprocess
 
     from exatrkx import export
-    from exatrkx.models.networks import FilterNet
+    from exatrkx.models.networks import FilterNet, HeteroInteractionGNN
 
     events = rust_tools.simulate(tmp_path / "events", mu=3, events=1, seed=43)
     for activation, fused in (("relu", "true"), ("tanh", "false")):
         folder = tmp_path / activation
         shutil.copytree(MODEL, folder)
         torch.manual_seed(7)
-        net = FilterNet(hidden=32, layers=2, activation=activation).eval()
-        export.save_scripted(export.script(net), folder / "1" / "filter.pt")
+        nets = {
+            "filter": FilterNet(hidden=32, layers=2, activation=activation),
+            "gnn": HeteroInteractionGNN(hidden=32, iterations=2, activation=activation),
+        }
+        for name, net in nets.items():
+            export.save_scripted(export.script(net.eval()), folder / "1" / f"{name}.pt")
         labels = {}
         for kernel in ("auto", "torch"):
             out = tmp_path / f"labels-{activation}-{kernel}"
+            args = ["run", "--events", events, "--out", out, "--model", folder, "--log", "info"]
+            args += ["--param", f"cpu_kernels={kernel}", "--param", "filter_cut=0.3"]
             done = subprocess.run(
-                [
-                    str(rust_tools.EXATRKX),
-                    "run",
-                    "--events",
-                    str(events),
-                    "--out",
-                    str(out),
-                    "--model",
-                    str(folder),
-                    "--param",
-                    f"filter_kernel={kernel}",
-                    "--param",
-                    "filter_cut=0.3",
-                    "--log",
-                    "info",
-                ],
+                [str(a) for a in [rust_tools.EXATRKX, *args]],
                 capture_output=True,
                 text=True,
                 check=True,
             )
-            if kernel == "auto":
-                log = re.sub(r"\x1b\[[0-9;]*m", "", done.stderr + done.stdout)
-                assert f"fused={fused}" in log
+            log = re.sub(r"\x1b\[[0-9;]*m", "", done.stderr + done.stdout)
+            for name in nets:
+                want = fused if kernel == "auto" else "false"
+                assert f'stage="{name}" fused={want}' in log, log
             labels[kernel] = trackml.read_labels(out, 0)["track_id"].to_numpy()
         assert np.array_equal(labels["auto"], labels["torch"])
         assert labels["auto"].max() >= 0

@@ -1,0 +1,686 @@
+//! The heterogeneous interaction network (`HeteroInteractionGNN`, python/exatrkx/models/
+//! networks.py, two layers per MLP) on the CPU. Per edge, each network (encoder, the edge
+//! update of every iteration, the output) runs as one fused pass with its activations in
+//! registers; the sums over a spacepoint's edges are gathered per spacepoint from edge lists
+//! sorted once (no scatter, no atomics); the node networks run per spacepoint. The edges are
+//! processed grouped by kind (pixel-pixel, mixed, strip-strip: one encoder each) and the scores
+//! returned in the caller's order.
+use rayon::prelude::*;
+
+use super::simd::{self, Acc, Dense, Kernel, Lanes, Norm, Parameters, TILE};
+use super::{Spacepoints, EDGES_PER_TASK, GEOMETRY, NODE_INPUTS, SPACEPOINT_INPUTS};
+use crate::error::Result;
+use crate::model::TorchModel;
+
+/// Spacepoints beyond this radius (r/1000) are strips (`STRIP_RADIUS`); the probe at load
+/// covers both sides, so a file with another boundary is not fused.
+const STRIP_RADIUS: f32 = 0.2;
+/// Spacepoints per rayon task in the node networks.
+const NODES_PER_TASK: usize = 1024;
+/// Widest MLP input: both ends' full inputs and the geometry, or [h, incoming, outgoing].
+const MAX_INPUT: usize = 2 * NODE_INPUTS + GEOMETRY;
+
+/// Linear, LayerNorm, ReLU, Linear, LayerNorm, ReLU (`make_mlp` with two layers and
+/// `output_activation`).
+struct Mlp<const H: usize> {
+    first: Dense<H>,
+    first_norm: Norm<H>,
+    second: Dense<H>,
+    second_norm: Norm<H>,
+}
+
+/// A `PairMLP`: node blocks for both ends (no bias), the edge block with the bias, LayerNorm
+/// and ReLU; then, in the iterations, Linear, LayerNorm, ReLU.
+struct PairNet<const H: usize> {
+    src: Dense<H>,
+    dst: Dense<H>,
+    edge: Dense<H>,
+    norm: Norm<H>,
+    rest: Option<(Dense<H>, Norm<H>)>,
+}
+
+struct Step<const H: usize> {
+    edge_net: PairNet<H>,
+    /// pixel and strip node updates on [h, incoming, outgoing]
+    node_nets: [Mlp<H>; 2],
+}
+
+struct Net<const H: usize, const V: usize> {
+    /// pixel (their first five inputs) and strip spacepoints
+    node_encoders: [Mlp<H>; 2],
+    /// pixel-pixel, mixed (pixel end first), strip-strip edges
+    edge_encoders: [Mlp<H>; 3],
+    steps: Vec<Step<H>>,
+    output: PairNet<H>,
+    out_weight: [f32; H],
+    out_bias: f32,
+}
+
+pub struct FusedGnn {
+    net: Box<Net<32, 4>>,
+}
+
+impl<const H: usize> Mlp<H> {
+    fn from_parameters(params: &Parameters, name: &str, inputs: usize) -> Option<Self> {
+        Some(Self {
+            first: params.dense(&format!("{name}.0"), inputs, true)?,
+            first_norm: params.norm(&format!("{name}.1"))?,
+            second: params.dense(&format!("{name}.3"), H, true)?,
+            second_norm: params.norm(&format!("{name}.4"))?,
+        })
+    }
+
+    /// The MLP on a tile of rows; `buffer` holds the hidden layer.
+    #[inline(always)]
+    fn apply<L: Lanes, const V: usize>(
+        &self,
+        x: [&[f32]; TILE],
+        buffer: &mut [[f32; H]; TILE],
+    ) -> [Acc<L, V>; TILE] {
+        let acc = simd::dense::<L, H, V>(&self.first, x);
+        for t in 0..TILE {
+            simd::store_row(&simd::norm_relu(&acc[t], &self.first_norm), &mut buffer[t]);
+        }
+        let mut acc = simd::dense::<L, H, V>(&self.second, std::array::from_fn(|t| &buffer[t][..]));
+        for t in 0..TILE {
+            acc[t] = simd::norm_relu(&acc[t], &self.second_norm);
+        }
+        acc
+    }
+}
+
+impl<const H: usize> PairNet<H> {
+    fn from_parameters(params: &Parameters, name: &str, rest: bool) -> Option<Self> {
+        Some(Self {
+            src: params.dense(&format!("{name}.src"), H, false)?,
+            dst: params.dense(&format!("{name}.dst"), H, false)?,
+            edge: params.dense(&format!("{name}.edge"), H, true)?,
+            norm: params.norm(&format!("{name}.rest.0"))?,
+            rest: if rest {
+                Some((
+                    params.dense(&format!("{name}.rest.2"), H, true)?,
+                    params.norm(&format!("{name}.rest.3"))?,
+                ))
+            } else {
+                None
+            },
+        })
+    }
+
+    /// `[N][H]` products of the node rows with the source and destination blocks.
+    fn node_parts<const V: usize>(&self, h: &[[f32; H]], avx2: bool) -> [Vec<[f32; H]>; 2] {
+        [&self.src, &self.dst].map(|dense| {
+            let mut out = vec![[0f32; H]; h.len()];
+            out.par_chunks_mut(NODES_PER_TASK)
+                .zip(h.par_chunks(NODES_PER_TASK))
+                .for_each(|(out, rows)| {
+                    simd::dispatch(NodeProducts::<H, V> { dense, rows, out }, avx2)
+                });
+            out
+        })
+    }
+
+    /// The first layer and its norm for a tile of edges.
+    #[inline(always)]
+    fn first<L: Lanes, const V: usize>(
+        &self,
+        parts: &[Vec<[f32; H]>; 2],
+        e: [&[f32]; TILE],
+        src: [u32; TILE],
+        dst: [u32; TILE],
+    ) -> [Acc<L, V>; TILE] {
+        let mut acc = simd::dense::<L, H, V>(&self.edge, e);
+        for t in 0..TILE {
+            simd::add_row(&mut acc[t], &parts[0][src[t] as usize]);
+            simd::add_row(&mut acc[t], &parts[1][dst[t] as usize]);
+            acc[t] = simd::norm_relu(&acc[t], &self.norm);
+        }
+        acc
+    }
+}
+
+/// `rows @ dense` without bias, per row.
+struct NodeProducts<'a, const H: usize, const V: usize> {
+    dense: &'a Dense<H>,
+    rows: &'a [[f32; H]],
+    out: &'a mut [[f32; H]],
+}
+
+impl<const H: usize, const V: usize> Kernel for NodeProducts<'_, H, V> {
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        for (start, out) in (0..self.rows.len())
+            .step_by(TILE)
+            .zip(self.out.chunks_mut(TILE))
+        {
+            let x = std::array::from_fn(|t| &self.rows[(start + t).min(self.rows.len() - 1)][..]);
+            let mut acc = [[L::zero(); V]; TILE];
+            simd::accumulate(&mut acc, &self.dense.weight, x);
+            for (t, row) in out.iter_mut().enumerate() {
+                simd::store_row(&acc[t], row);
+            }
+        }
+    }
+}
+
+/// The event's graph over the spacepoints that have an edge, its edges grouped by kind.
+struct Graph {
+    /// per used spacepoint: strip (r above `STRIP_RADIUS`)
+    is_strip: Vec<bool>,
+    /// used spacepoints of each kind
+    kinds: [Vec<u32>; 2],
+    /// edges in processing order: their index in the caller's order, ends, kind boundaries
+    order: Vec<u32>,
+    src: Vec<u32>,
+    dst: Vec<u32>,
+    /// `order` positions where the mixed and the strip-strip edges start
+    bounds: [usize; 2],
+    /// per used spacepoint, the processing positions of its incoming / outgoing edges
+    incoming: Adjacency,
+    outgoing: Adjacency,
+}
+
+/// Edge positions grouped by spacepoint (CSR), ascending within each.
+struct Adjacency {
+    offsets: Vec<u32>,
+    edges: Vec<u32>,
+}
+
+impl Adjacency {
+    fn new(n: usize, ends: &[u32]) -> Self {
+        let mut offsets = vec![0u32; n + 1];
+        for &i in ends {
+            offsets[i as usize + 1] += 1;
+        }
+        for i in 0..n {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut next = offsets.clone();
+        let mut edges = vec![0u32; ends.len()];
+        for (k, &i) in ends.iter().enumerate() {
+            edges[next[i as usize] as usize] = k as u32;
+            next[i as usize] += 1;
+        }
+        Self { offsets, edges }
+    }
+
+    fn of(&self, node: usize) -> &[u32] {
+        &self.edges[self.offsets[node] as usize..self.offsets[node + 1] as usize]
+    }
+}
+
+impl Graph {
+    /// `nodes`: the used spacepoints (ascending), `src`/`dst` renumbered over them.
+    fn new(sp: &Spacepoints, src: &[u32], dst: &[u32]) -> Self {
+        let is_strip: Vec<bool> = sp.position.iter().map(|p| p[0] > STRIP_RADIUS).collect();
+        let kinds = [false, true].map(|strip| {
+            (0..is_strip.len() as u32)
+                .filter(|&i| is_strip[i as usize] == strip)
+                .collect()
+        });
+        let kind =
+            |k: usize| is_strip[src[k] as usize] as usize + is_strip[dst[k] as usize] as usize;
+        let mut order: Vec<u32> = (0..src.len() as u32).collect();
+        order.sort_by_key(|&k| kind(k as usize));
+        let count = |c: usize| order.iter().filter(|&&k| kind(k as usize) < c).count();
+        let bounds = [count(1), count(2)];
+        let src: Vec<u32> = order.iter().map(|&k| src[k as usize]).collect();
+        let dst: Vec<u32> = order.iter().map(|&k| dst[k as usize]).collect();
+        let n = is_strip.len();
+        Self {
+            incoming: Adjacency::new(n, &dst),
+            outgoing: Adjacency::new(n, &src),
+            is_strip,
+            kinds,
+            order,
+            src,
+            dst,
+            bounds,
+        }
+    }
+}
+
+impl<const H: usize, const V: usize> Net<H, V> {
+    fn from_parameters(params: &Parameters) -> Option<Self> {
+        let pix = SPACEPOINT_INPUTS;
+        let mut steps = Vec::new();
+        while let Some(edge_net) =
+            PairNet::from_parameters(params, &format!("steps.{}.edge_net", steps.len()), true)
+        {
+            let name = |net: &str| format!("steps.{}.{net}", steps.len());
+            let node_nets = [
+                Mlp::from_parameters(params, &name("node_net"), 3 * H)?,
+                Mlp::from_parameters(params, &name("strip_node_net"), 3 * H)?,
+            ];
+            steps.push(Step {
+                edge_net,
+                node_nets,
+            });
+        }
+        let out_weight = params.get("output.rest.2.weight", &[1, H as i64])?;
+        let out_bias = params.get("output.rest.2.bias", &[1])?[0];
+        let net = Self {
+            node_encoders: [
+                Mlp::from_parameters(params, "pixel_encoder", pix)?,
+                Mlp::from_parameters(params, "node_encoder", NODE_INPUTS)?,
+            ],
+            edge_encoders: [
+                Mlp::from_parameters(params, "pixel_edge_encoder", 2 * pix + GEOMETRY)?,
+                Mlp::from_parameters(params, "mixed_edge_encoder", pix + NODE_INPUTS + GEOMETRY)?,
+                Mlp::from_parameters(params, "edge_encoder", 2 * NODE_INPUTS + GEOMETRY)?,
+            ],
+            output: PairNet::from_parameters(params, "output", false)?,
+            out_weight: std::array::from_fn(|j| out_weight[j]),
+            out_bias,
+            steps,
+        };
+        // every parameter accounted for: 5 encoders of 8, 26 per iteration, 8 for the output
+        (!net.steps.is_empty() && params.len() == 48 + 26 * net.steps.len()).then_some(net)
+    }
+
+    fn logits(&self, sp: &Spacepoints, src: &[u32], dst: &[u32], avx2: bool) -> Vec<f32> {
+        let graph = Graph::new(sp, src, dst);
+        let mut h = self.encode_nodes(sp, &graph, avx2);
+        let mut e = vec![[0f32; H]; graph.src.len()];
+        e.par_chunks_mut(EDGES_PER_TASK)
+            .enumerate()
+            .for_each(|(task, e)| {
+                let from = task * EDGES_PER_TASK;
+                simd::dispatch(
+                    EncodeEdges {
+                        net: self,
+                        sp,
+                        graph: &graph,
+                        from,
+                        e,
+                    },
+                    avx2,
+                )
+            });
+        let mut incoming = vec![[0f32; H]; h.len()];
+        let mut outgoing = vec![[0f32; H]; h.len()];
+        for step in &self.steps {
+            let parts = step.edge_net.node_parts::<V>(&h, avx2);
+            e.par_chunks_mut(EDGES_PER_TASK)
+                .enumerate()
+                .for_each(|(task, e)| {
+                    let from = task * EDGES_PER_TASK;
+                    let (src, dst) = (&graph.src[from..], &graph.dst[from..]);
+                    let net = &step.edge_net;
+                    simd::dispatch(
+                        UpdateEdges::<H, V> {
+                            net,
+                            parts: &parts,
+                            src,
+                            dst,
+                            e,
+                        },
+                        avx2,
+                    )
+                });
+            for (sums, adjacency) in [
+                (&mut incoming, &graph.incoming),
+                (&mut outgoing, &graph.outgoing),
+            ] {
+                sums.par_iter_mut().enumerate().for_each(|(node, sum)| {
+                    *sum = [0.0; H];
+                    for &k in adjacency.of(node) {
+                        for j in 0..H {
+                            sum[j] += e[k as usize][j];
+                        }
+                    }
+                });
+            }
+            for (kind, nodes) in graph.kinds.iter().enumerate() {
+                let net = &step.node_nets[kind];
+                let updates: Vec<Vec<[f32; H]>> = nodes
+                    .par_chunks(NODES_PER_TASK)
+                    .map(|nodes| {
+                        let mut out = vec![[0f32; H]; nodes.len()];
+                        let sums = [&h, &incoming, &outgoing];
+                        simd::dispatch(
+                            UpdateNodes::<H, V> {
+                                net,
+                                sums,
+                                nodes,
+                                out: &mut out,
+                            },
+                            avx2,
+                        );
+                        out
+                    })
+                    .collect();
+                for (&node, update) in nodes.iter().zip(updates.iter().flatten()) {
+                    for j in 0..H {
+                        h[node as usize][j] += update[j];
+                    }
+                }
+            }
+        }
+        let parts = self.output.node_parts::<V>(&h, avx2);
+        let mut out = vec![0f32; e.len()];
+        out.par_chunks_mut(EDGES_PER_TASK)
+            .enumerate()
+            .for_each(|(task, out)| {
+                let from = task * EDGES_PER_TASK;
+                let task = Output::<H, V> {
+                    net: self,
+                    parts: &parts,
+                    graph: &graph,
+                    e: &e,
+                    from,
+                    out,
+                };
+                simd::dispatch(task, avx2)
+            });
+        let mut logits = vec![0f32; out.len()];
+        for (&k, &v) in graph.order.iter().zip(&out) {
+            logits[k as usize] = v;
+        }
+        logits
+    }
+
+    fn encode_nodes(&self, sp: &Spacepoints, graph: &Graph, avx2: bool) -> Vec<[f32; H]> {
+        let mut h = vec![[0f32; H]; sp.position.len()];
+        for (kind, nodes) in graph.kinds.iter().enumerate() {
+            let net = &self.node_encoders[kind];
+            let width = [SPACEPOINT_INPUTS, NODE_INPUTS][kind];
+            let encoded: Vec<Vec<[f32; H]>> = nodes
+                .par_chunks(NODES_PER_TASK)
+                .map(|nodes| {
+                    let mut out = vec![[0f32; H]; nodes.len()];
+                    let task = EncodeNodes::<H, V> {
+                        net,
+                        sp,
+                        width,
+                        nodes,
+                        out: &mut out,
+                    };
+                    simd::dispatch(task, avx2);
+                    out
+                })
+                .collect();
+            for (&node, row) in nodes.iter().zip(encoded.iter().flatten()) {
+                h[node as usize] = *row;
+            }
+        }
+        h
+    }
+}
+
+/// Tiles of `TILE` positions over `0..len`, the last one padded with its last position.
+#[inline(always)]
+fn tiles(len: usize) -> impl Iterator<Item = (usize, usize, [usize; TILE])> {
+    (0..len).step_by(TILE).map(move |start| {
+        let count = TILE.min(len - start);
+        (
+            start,
+            count,
+            std::array::from_fn(|t| start + t.min(count - 1)),
+        )
+    })
+}
+
+struct EncodeNodes<'a, const H: usize, const V: usize> {
+    net: &'a Mlp<H>,
+    sp: &'a Spacepoints,
+    width: usize,
+    nodes: &'a [u32],
+    out: &'a mut [[f32; H]],
+}
+
+impl<const H: usize, const V: usize> Kernel for EncodeNodes<'_, H, V> {
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let mut buffer = [[0f32; H]; TILE];
+        for (start, count, at) in tiles(self.nodes.len()) {
+            let x = at.map(|i| &self.sp.inputs[self.nodes[i] as usize][..self.width]);
+            let acc = self.net.apply::<L, V>(x, &mut buffer);
+            for t in 0..count {
+                simd::store_row(&acc[t], &mut self.out[start + t]);
+            }
+        }
+    }
+}
+
+struct EncodeEdges<'a, const H: usize, const V: usize> {
+    net: &'a Net<H, V>,
+    sp: &'a Spacepoints,
+    graph: &'a Graph,
+    /// processing position of `e[0]`
+    from: usize,
+    e: &'a mut [[f32; H]],
+}
+
+impl<const H: usize, const V: usize> Kernel for EncodeEdges<'_, H, V> {
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let g = self.graph;
+        let mut inputs = [[0f32; MAX_INPUT]; TILE];
+        let mut buffer = [[0f32; H]; TILE];
+        let mut start = 0;
+        while start < self.e.len() {
+            let position = self.from + start;
+            let kind = g.bounds.iter().filter(|&&b| b <= position).count();
+            let kind_end = g.bounds.get(kind).copied().unwrap_or(usize::MAX);
+            let count = TILE.min(self.e.len() - start).min(kind_end - position);
+            let mut width = 0;
+            for t in 0..TILE {
+                let k = position + t.min(count - 1);
+                let (a, b) = (g.src[k] as usize, g.dst[k] as usize);
+                let geometry = self.sp.edge_geometry(a, b);
+                // mixed edges read their pixel end first
+                let (first, second) = if kind == 1 && g.is_strip[a] {
+                    (b, a)
+                } else {
+                    (a, b)
+                };
+                let cols = [
+                    (SPACEPOINT_INPUTS, SPACEPOINT_INPUTS),
+                    (SPACEPOINT_INPUTS, NODE_INPUTS),
+                    (NODE_INPUTS, NODE_INPUTS),
+                ][kind];
+                let row = &mut inputs[t];
+                row[..cols.0].copy_from_slice(&self.sp.inputs[first][..cols.0]);
+                row[cols.0..cols.0 + cols.1].copy_from_slice(&self.sp.inputs[second][..cols.1]);
+                width = cols.0 + cols.1 + GEOMETRY;
+                row[cols.0 + cols.1..width].copy_from_slice(&geometry);
+            }
+            let x = std::array::from_fn(|t| &inputs[t][..width]);
+            let acc = self.net.edge_encoders[kind].apply::<L, V>(x, &mut buffer);
+            for t in 0..count {
+                simd::store_row(&acc[t], &mut self.e[start + t]);
+            }
+            start += count;
+        }
+    }
+}
+
+/// e += edge_net(h, e) for one task's edges.
+struct UpdateEdges<'a, const H: usize, const V: usize> {
+    net: &'a PairNet<H>,
+    parts: &'a [Vec<[f32; H]>; 2],
+    /// ends from the task's first edge on
+    src: &'a [u32],
+    dst: &'a [u32],
+    e: &'a mut [[f32; H]],
+}
+
+impl<const H: usize, const V: usize> Kernel for UpdateEdges<'_, H, V> {
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let Some((second, second_norm)) = &self.net.rest else {
+            return;
+        };
+        let mut buffer = [[0f32; H]; TILE];
+        for (start, count, at) in tiles(self.e.len()) {
+            let x = at.map(|i| &self.e[i][..]);
+            let acc = self.net.first::<L, V>(
+                self.parts,
+                x,
+                at.map(|i| self.src[i]),
+                at.map(|i| self.dst[i]),
+            );
+            for t in 0..TILE {
+                simd::store_row(&acc[t], &mut buffer[t]);
+            }
+            let acc = simd::dense::<L, H, V>(second, std::array::from_fn(|t| &buffer[t][..]));
+            for t in 0..count {
+                let mut update = simd::norm_relu(&acc[t], second_norm);
+                simd::add_row(&mut update, &self.e[start + t]);
+                simd::store_row(&update, &mut self.e[start + t]);
+            }
+        }
+    }
+}
+
+/// The node update of one kind: [h, incoming, outgoing] -> the residual, per node.
+struct UpdateNodes<'a, const H: usize, const V: usize> {
+    net: &'a Mlp<H>,
+    sums: [&'a Vec<[f32; H]>; 3],
+    nodes: &'a [u32],
+    out: &'a mut [[f32; H]],
+}
+
+impl<const H: usize, const V: usize> Kernel for UpdateNodes<'_, H, V> {
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let mut inputs = [[0f32; 3 * 64]; TILE];
+        let mut buffer = [[0f32; H]; TILE];
+        for (start, count, at) in tiles(self.nodes.len()) {
+            for t in 0..TILE {
+                let node = self.nodes[at[t]] as usize;
+                for (part, sums) in self.sums.iter().enumerate() {
+                    inputs[t][part * H..(part + 1) * H].copy_from_slice(&sums[node]);
+                }
+            }
+            let x = std::array::from_fn(|t| &inputs[t][..3 * H]);
+            let acc = self.net.apply::<L, V>(x, &mut buffer);
+            for t in 0..count {
+                simd::store_row(&acc[t], &mut self.out[start + t]);
+            }
+        }
+    }
+}
+
+struct Output<'a, const H: usize, const V: usize> {
+    net: &'a Net<H, V>,
+    parts: &'a [Vec<[f32; H]>; 2],
+    graph: &'a Graph,
+    e: &'a [[f32; H]],
+    from: usize,
+    out: &'a mut [f32],
+}
+
+impl<const H: usize, const V: usize> Kernel for Output<'_, H, V> {
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let g = self.graph;
+        for (start, count, at) in tiles(self.out.len()) {
+            let at = at.map(|i| self.from + i);
+            let x = at.map(|k| &self.e[k][..]);
+            let acc = self.net.output.first::<L, V>(
+                self.parts,
+                x,
+                at.map(|k| g.src[k]),
+                at.map(|k| g.dst[k]),
+            );
+            for t in 0..count {
+                self.out[start + t] = simd::dot(&acc[t], &self.net.out_weight) + self.net.out_bias;
+            }
+        }
+    }
+}
+
+impl FusedGnn {
+    /// The fused GNN for the TorchScript GNN `model`, or `None` when its parameters are not a
+    /// two-layer HeteroInteractionGNN's of width 32 or its logits on the probe event differ
+    /// from the file's.
+    pub(crate) fn load(model: &TorchModel, num_features: usize) -> Result<Option<Self>> {
+        if num_features != 9 {
+            return Ok(None);
+        }
+        let params = super::parameters(model, "gnn")?;
+        let Some(net) = Net::from_parameters(&params) else {
+            return Ok(None);
+        };
+        let fused = Self { net: Box::new(net) };
+        let agrees =
+            super::agrees_with_file(model, "gnn", |f, s, d| fused.logits_with(f, 9, s, d, false))?;
+        Ok(agrees.then_some(fused))
+    }
+
+    /// `[E]` sigmoid scores of the edges `src -> dst` of the spacepoints `features`.
+    pub fn scores(
+        &self,
+        features: &[f32],
+        num_features: usize,
+        src: &[i64],
+        dst: &[i64],
+    ) -> Vec<f32> {
+        let mut scores = self.logits_with(features, num_features, src, dst, false);
+        super::sigmoid(&mut scores);
+        scores
+    }
+
+    fn logits_with(
+        &self,
+        features: &[f32],
+        num_features: usize,
+        src: &[i64],
+        dst: &[i64],
+        portable: bool,
+    ) -> Vec<f32> {
+        let n = features.len() / num_features;
+        // the spacepoints with an edge, ascending, and the edges renumbered over them
+        let mut renumber = vec![u32::MAX; n];
+        for &i in src.iter().chain(dst) {
+            renumber[i as usize] = 0;
+        }
+        let mut nodes = Vec::new();
+        for (i, slot) in renumber.iter_mut().enumerate() {
+            if *slot == 0 {
+                *slot = nodes.len() as u32;
+                nodes.push(i as u32);
+            }
+        }
+        let src: Vec<u32> = src.iter().map(|&i| renumber[i as usize]).collect();
+        let dst: Vec<u32> = dst.iter().map(|&i| renumber[i as usize]).collect();
+        let sp = Spacepoints::new(features, num_features, Some(&nodes));
+        let avx2 = !portable && simd::have_avx2();
+        self.net.logits(&sp, &src, &dst, avx2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::stage::ExecutionContext;
+
+    #[test]
+    fn portable_and_vector_kernels_agree_with_the_file() {
+        let _no_grad = tch::no_grad_guard();
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../model_repository/exatrkx/1/gnn.pt");
+        let model = TorchModel::load(&path, &ExecutionContext::cpu()).unwrap();
+        let fused = FusedGnn::load(&model, 9)
+            .unwrap()
+            .expect("the served GNN is fused");
+        let (features, src, dst) = super::super::probe_event();
+        let want = super::super::probe_outputs(&model, "gnn", &features, &src, &dst).unwrap();
+        for portable in [true, false] {
+            let got = fused.logits_with(&features, 9, &src, &dst, portable);
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst < 1e-4,
+                "portable {portable}: largest logit difference {worst}"
+            );
+        }
+    }
+}
