@@ -5,7 +5,10 @@
 //! sorted once (no scatter, no atomics); the node networks run per spacepoint. The edges are
 //! processed grouped by kind (pixel-pixel, mixed, strip-strip: one encoder each) and the scores
 //! returned in the caller's order.
+use std::time::Instant;
+
 use rayon::prelude::*;
+use tracing::debug;
 
 use super::simd::{self, Acc, Dense, Kernel, Lanes, Norm, Parameters, TILE};
 use super::{Spacepoints, EDGES_PER_TASK, GEOMETRY, NODE_INPUTS, SPACEPOINT_INPUTS};
@@ -17,6 +20,8 @@ use crate::model::TorchModel;
 const STRIP_RADIUS: f32 = 0.2;
 /// Spacepoints per rayon task in the node networks.
 const NODES_PER_TASK: usize = 1024;
+/// Edges ahead whose node rows are prefetched.
+const PREFETCH: usize = 16;
 /// Widest MLP input: both ends' full inputs and the geometry, or [h, incoming, outgoing].
 const MAX_INPUT: usize = 2 * NODE_INPUTS + GEOMETRY;
 
@@ -279,7 +284,16 @@ impl<const H: usize, const V: usize> Net<H, V> {
     }
 
     fn logits(&self, sp: &Spacepoints, src: &[u32], dst: &[u32], avx2: bool) -> Vec<f32> {
+        // milliseconds per part (the debug log): graph, encoders, edge updates, edge sums,
+        // node updates, output
+        let mut ms = [0f64; 6];
+        let mut clock = Instant::now();
+        let mut lap = |part: usize| {
+            ms[part] += clock.elapsed().as_secs_f64() * 1e3;
+            clock = Instant::now();
+        };
         let graph = Graph::new(sp, src, dst);
+        lap(0);
         let mut h = self.encode_nodes(sp, &graph, avx2);
         let mut e = vec![[0f32; H]; graph.src.len()];
         e.par_chunks_mut(EDGES_PER_TASK)
@@ -299,6 +313,7 @@ impl<const H: usize, const V: usize> Net<H, V> {
             });
         let mut incoming = vec![[0f32; H]; h.len()];
         let mut outgoing = vec![[0f32; H]; h.len()];
+        lap(1);
         for step in &self.steps {
             let parts = step.edge_net.node_parts::<V>(&h, avx2);
             e.par_chunks_mut(EDGES_PER_TASK)
@@ -318,11 +333,18 @@ impl<const H: usize, const V: usize> Net<H, V> {
                         avx2,
                     )
                 });
+            lap(2);
             for (sums, adjacency) in [
                 (&mut incoming, &graph.incoming),
                 (&mut outgoing, &graph.outgoing),
             ] {
+                let n = sums.len();
                 sums.par_iter_mut().enumerate().for_each(|(node, sum)| {
+                    if node + 2 < n {
+                        for &k in adjacency.of(node + 2) {
+                            simd::prefetch(&e[k as usize]);
+                        }
+                    }
                     *sum = [0.0; H];
                     for &k in adjacency.of(node) {
                         for j in 0..H {
@@ -331,6 +353,7 @@ impl<const H: usize, const V: usize> Net<H, V> {
                     }
                 });
             }
+            lap(3);
             for (kind, nodes) in graph.kinds.iter().enumerate() {
                 let net = &step.node_nets[kind];
                 let updates: Vec<Vec<[f32; H]>> = nodes
@@ -356,6 +379,7 @@ impl<const H: usize, const V: usize> Net<H, V> {
                     }
                 }
             }
+            lap(4);
         }
         let parts = self.output.node_parts::<V>(&h, avx2);
         let mut out = vec![0f32; e.len()];
@@ -377,6 +401,16 @@ impl<const H: usize, const V: usize> Net<H, V> {
         for (&k, &v) in graph.order.iter().zip(&out) {
             logits[k as usize] = v;
         }
+        lap(5);
+        debug!(
+            graph_ms = ms[0],
+            encoders_ms = ms[1],
+            edge_updates_ms = ms[2],
+            edge_sums_ms = ms[3],
+            node_updates_ms = ms[4],
+            output_ms = ms[5],
+            "fused GNN parts"
+        );
         logits
     }
 
@@ -405,6 +439,21 @@ impl<const H: usize, const V: usize> Net<H, V> {
             }
         }
         h
+    }
+}
+
+/// Prefetch the node rows of the edges `from..from + TILE` (those below `len`).
+#[inline(always)]
+fn prefetch_ends<const H: usize>(
+    parts: &[Vec<[f32; H]>; 2],
+    src: &[u32],
+    dst: &[u32],
+    from: usize,
+    len: usize,
+) {
+    for k in from..(from + TILE).min(len) {
+        simd::prefetch(&parts[0][src[k] as usize]);
+        simd::prefetch(&parts[1][dst[k] as usize]);
     }
 }
 
@@ -465,6 +514,12 @@ impl<const H: usize, const V: usize> Kernel for EncodeEdges<'_, H, V> {
             let kind_end = g.bounds.get(kind).copied().unwrap_or(usize::MAX);
             let count = TILE.min(self.e.len() - start).min(kind_end - position);
             let mut width = 0;
+            if let Some(k) = (position + PREFETCH < g.src.len()).then_some(position + PREFETCH) {
+                for node in [g.src[k], g.dst[k]] {
+                    simd::prefetch(&self.sp.inputs[node as usize]);
+                    simd::prefetch(&self.sp.position[node as usize]);
+                }
+            }
             for t in 0..TILE {
                 let k = position + t.min(count - 1);
                 let (a, b) = (g.src[k] as usize, g.dst[k] as usize);
@@ -514,6 +569,13 @@ impl<const H: usize, const V: usize> Kernel for UpdateEdges<'_, H, V> {
         };
         let mut buffer = [[0f32; H]; TILE];
         for (start, count, at) in tiles(self.e.len()) {
+            prefetch_ends(
+                self.parts,
+                self.src,
+                self.dst,
+                start + PREFETCH,
+                self.e.len(),
+            );
             let x = at.map(|i| &self.e[i][..]);
             let acc = self.net.first::<L, V>(
                 self.parts,
@@ -576,7 +638,9 @@ impl<const H: usize, const V: usize> Kernel for Output<'_, H, V> {
     #[inline(always)]
     fn run<L: Lanes>(self) {
         let g = self.graph;
+        let (src, dst) = (&g.src[self.from..], &g.dst[self.from..]);
         for (start, count, at) in tiles(self.out.len()) {
+            prefetch_ends(self.parts, src, dst, start + PREFETCH, self.out.len());
             let at = at.map(|i| self.from + i);
             let x = at.map(|k| &self.e[k][..]);
             let acc = self.net.output.first::<L, V>(

@@ -171,6 +171,22 @@ unsafe fn run_avx2<K: Kernel>(kernel: K) {
     kernel.run::<Avx2>()
 }
 
+/// Ask for `row` in the cache ahead of its use (the random gathers of node rows per edge).
+#[inline(always)]
+pub(crate) fn prefetch(row: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in row.chunks(16) {
+        // SAFETY: a hint on a valid address; SSE is part of every x86_64 CPU.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr() as *const i8
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
 /// Whether the CPU runs the AVX2 kernels.
 pub(crate) fn have_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
