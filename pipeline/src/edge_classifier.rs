@@ -6,7 +6,7 @@ use tch::{Device, Kind, Tensor};
 use tracing::info;
 
 use crate::error::Result;
-use crate::fused::{filter::FusedFilter, gnn::FusedGnn};
+use crate::fused::{filter::FusedFilter, gnn::FusedGnn, FusedKernel};
 use crate::model::TorchModel;
 use crate::stage::{
     edge_tensor, host_slice, torch_error, EdgeClassifier, EventData, ExecutionContext,

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::simd::{self, Dense, Kernel, Lanes, Norm, Parameters, TILE};
-use super::{Spacepoints, EDGES_PER_TASK, GEOMETRY, NODE_INPUTS};
+use super::{FusedKernel, Spacepoints, EDGES_PER_TASK, GEOMETRY, NODE_INPUTS};
 use crate::error::Result;
 use crate::model::TorchModel;
 
@@ -189,26 +189,11 @@ impl FusedFilter {
         let Some(net) = net else {
             return Ok(None);
         };
-        let fused = Self { net };
-        let agrees = super::agrees_with_file(model, "filter", |f, s, d| {
-            fused.logits_with(f, 9, s, d, false)
-        })?;
-        Ok(agrees.then_some(fused))
+        Self { net }.checked(model, "filter")
     }
+}
 
-    /// `[E]` sigmoid scores of the edges `src -> dst` of the spacepoints `features`.
-    pub fn scores(
-        &self,
-        features: &[f32],
-        num_features: usize,
-        src: &[i64],
-        dst: &[i64],
-    ) -> Vec<f32> {
-        let mut scores = self.logits_with(features, num_features, src, dst, false);
-        super::sigmoid(&mut scores);
-        scores
-    }
-
+impl FusedKernel for FusedFilter {
     fn logits_with(
         &self,
         features: &[f32],
@@ -245,22 +230,8 @@ mod tests {
 
     #[test]
     fn portable_and_vector_kernels_agree_with_the_file() {
-        let _no_grad = tch::no_grad_guard();
         let (model, fused) = served_filter();
-        let (features, src, dst) = super::super::probe_event();
-        let want = super::super::probe_outputs(&model, "filter", &features, &src, &dst).unwrap();
-        for portable in [true, false] {
-            let got = fused.logits_with(&features, 9, &src, &dst, portable);
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                worst < 1e-4,
-                "portable {portable}: largest logit difference {worst}"
-            );
-        }
+        super::super::assert_matches_file(&fused, &model, "filter");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use tracing::debug;
 
 use super::simd::{self, Acc, Dense, Kernel, Lanes, Norm, Parameters, TILE};
-use super::{Spacepoints, EDGES_PER_TASK, GEOMETRY, NODE_INPUTS, SPACEPOINT_INPUTS};
+use super::{FusedKernel, Spacepoints, EDGES_PER_TASK, GEOMETRY, NODE_INPUTS, SPACEPOINT_INPUTS};
 use crate::error::Result;
 use crate::model::TorchModel;
 
@@ -668,25 +668,11 @@ impl FusedGnn {
         let Some(net) = Net::from_parameters(&params) else {
             return Ok(None);
         };
-        let fused = Self { net: Box::new(net) };
-        let agrees =
-            super::agrees_with_file(model, "gnn", |f, s, d| fused.logits_with(f, 9, s, d, false))?;
-        Ok(agrees.then_some(fused))
+        Self { net: Box::new(net) }.checked(model, "gnn")
     }
+}
 
-    /// `[E]` sigmoid scores of the edges `src -> dst` of the spacepoints `features`.
-    pub fn scores(
-        &self,
-        features: &[f32],
-        num_features: usize,
-        src: &[i64],
-        dst: &[i64],
-    ) -> Vec<f32> {
-        let mut scores = self.logits_with(features, num_features, src, dst, false);
-        super::sigmoid(&mut scores);
-        scores
-    }
-
+impl FusedKernel for FusedGnn {
     fn logits_with(
         &self,
         features: &[f32],
@@ -725,26 +711,12 @@ mod tests {
 
     #[test]
     fn portable_and_vector_kernels_agree_with_the_file() {
-        let _no_grad = tch::no_grad_guard();
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../model_repository/exatrkx/1/gnn.pt");
         let model = TorchModel::load(&path, &ExecutionContext::cpu()).unwrap();
         let fused = FusedGnn::load(&model, 9)
             .unwrap()
             .expect("the served GNN is fused");
-        let (features, src, dst) = super::super::probe_event();
-        let want = super::super::probe_outputs(&model, "gnn", &features, &src, &dst).unwrap();
-        for portable in [true, false] {
-            let got = fused.logits_with(&features, 9, &src, &dst, portable);
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                worst < 1e-4,
-                "portable {portable}: largest logit difference {worst}"
-            );
-        }
+        super::super::assert_matches_file(&fused, &model, "gnn");
     }
 }

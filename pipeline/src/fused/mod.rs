@@ -226,12 +226,60 @@ fn agrees_with_file(
     Ok(worst <= PROBE_TOLERANCE)
 }
 
+/// A fused edge classifier: the logits of edges from the spacepoint features.
+pub(crate) trait FusedKernel: Sized {
+    /// `[E]` logits of the edges `src -> dst` of the spacepoints `features` (`[N,
+    /// num_features]` rows); `portable`: the plain-Rust vectors even where AVX2 is there
+    /// (tests compare the two).
+    fn logits_with(
+        &self,
+        features: &[f32],
+        num_features: usize,
+        src: &[i64],
+        dst: &[i64],
+        portable: bool,
+    ) -> Vec<f32>;
+
+    /// `[E]` sigmoid scores of the edges `src -> dst`.
+    fn scores(&self, features: &[f32], num_features: usize, src: &[i64], dst: &[i64]) -> Vec<f32> {
+        let mut scores = self.logits_with(features, num_features, src, dst, false);
+        sigmoid(&mut scores);
+        scores
+    }
+
+    /// `self` when its logits on the probe event are those of `model` (`stage` names it).
+    fn checked(self, model: &TorchModel, stage: &'static str) -> Result<Option<Self>> {
+        let agrees = agrees_with_file(model, stage, |f, s, d| self.logits_with(f, 9, s, d, false))?;
+        Ok(agrees.then_some(self))
+    }
+}
+
 /// Sigmoid in place (f32, as libtorch's of a logit).
 fn sigmoid(values: &mut [f32]) {
     use rayon::prelude::*;
     values
         .par_iter_mut()
         .for_each(|s| *s = 1.0 / (1.0 + (-*s).exp()));
+}
+
+/// Test helper: both vector kinds of `fused` give the logits of `model` on the probe event.
+#[cfg(test)]
+fn assert_matches_file<K: FusedKernel>(fused: &K, model: &TorchModel, stage: &'static str) {
+    let _no_grad = tch::no_grad_guard();
+    let (features, src, dst) = probe_event();
+    let want = probe_outputs(model, stage, &features, &src, &dst).unwrap();
+    for portable in [true, false] {
+        let got = fused.logits_with(&features, 9, &src, &dst, portable);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-4,
+            "{stage}, portable {portable}: largest logit difference {worst}"
+        );
+    }
 }
 
 #[cfg(test)]
