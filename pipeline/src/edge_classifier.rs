@@ -63,7 +63,7 @@ impl TorchEdgeClassifier {
     pub fn load(cfg: &EdgeClassifierConfig, ctx: &ExecutionContext) -> Result<Self> {
         let model = TorchModel::load(&cfg.model, ctx)?;
         let cpu_fp32 = ctx.torch_device() == Device::Cpu && ctx.network_kind() == Kind::Float;
-        let fused = if cfg.fused && cpu_fp32 {
+        let fused = if cfg.fused && cpu_fp32 && crate::fused::available() {
             Fused::load(cfg.name, &model)?
         } else {
             None

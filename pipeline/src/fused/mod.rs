@@ -226,6 +226,12 @@ fn agrees_with_file(
     Ok(worst <= PROBE_TOLERANCE)
 }
 
+/// Whether the fused kernels run here: on CPUs with AVX2 and FMA. Elsewhere libtorch picks
+/// kernels for what the CPU has; the plain-Rust form (baseline instructions) is for the tests.
+pub(crate) fn available() -> bool {
+    simd::have_avx2()
+}
+
 /// A fused edge classifier: the logits of edges from the spacepoint features.
 pub(crate) trait FusedKernel: Sized {
     /// `[E]` logits of the edges `src -> dst` of the spacepoints `features` (`[N,
