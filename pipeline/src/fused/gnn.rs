@@ -22,8 +22,10 @@ const STRIP_RADIUS: f32 = 0.2;
 const NODES_PER_TASK: usize = 1024;
 /// Edges ahead whose node rows are prefetched.
 const PREFETCH: usize = 16;
-/// Widest MLP input: both ends' full inputs and the geometry, or [h, incoming, outgoing].
+/// Widest edge-encoder input: both ends' full inputs and the geometry.
 const MAX_INPUT: usize = 2 * NODE_INPUTS + GEOMETRY;
+/// Widest node state the node updates' input buffer ([h, incoming, outgoing]) holds.
+const MAX_WIDTH: usize = 64;
 
 /// Linear, LayerNorm, ReLU, Linear, LayerNorm, ReLU (`make_mlp` with two layers and
 /// `output_activation`).
@@ -607,7 +609,8 @@ struct UpdateNodes<'a, const H: usize, const V: usize> {
 impl<const H: usize, const V: usize> Kernel for UpdateNodes<'_, H, V> {
     #[inline(always)]
     fn run<L: Lanes>(self) {
-        let mut inputs = [[0f32; 3 * 64]; TILE];
+        assert!(H <= MAX_WIDTH);
+        let mut inputs = [[0f32; 3 * MAX_WIDTH]; TILE];
         let mut buffer = [[0f32; H]; TILE];
         for (start, count, at) in tiles(self.nodes.len()) {
             for t in 0..TILE {
