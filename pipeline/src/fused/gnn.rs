@@ -721,5 +721,20 @@ mod tests {
             .unwrap()
             .expect("the served GNN is fused");
         super::super::assert_matches_file(&fused, &model, "gnn");
+
+        // only pixel or only strip spacepoints (one edge kind, one node kind), one edge
+        let (features, src, dst) = super::super::probe_event();
+        for (scale, shift) in [(0.15f32, 0.02f32), (0.7, 0.25)] {
+            let mut moved = features.clone();
+            for row in moved.chunks_exact_mut(9) {
+                for c in [0, 3, 6] {
+                    row[c] = shift + scale * (row[c] - 0.03);
+                }
+            }
+            let is_strip = |i: i64| moved[i as usize * 9] > STRIP_RADIUS;
+            assert!(src.iter().all(|&i| is_strip(i) == (shift > 0.2)));
+            super::super::assert_matches_file_on(&fused, &model, "gnn", &moved, &src, &dst);
+        }
+        super::super::assert_matches_file_on(&fused, &model, "gnn", &features, &[4], &[9]);
     }
 }

@@ -271,11 +271,24 @@ fn sigmoid(values: &mut [f32]) {
 /// Test helper: both vector kinds of `fused` give the logits of `model` on the probe event.
 #[cfg(test)]
 fn assert_matches_file<K: FusedKernel>(fused: &K, model: &TorchModel, stage: &'static str) {
-    let _no_grad = tch::no_grad_guard();
     let (features, src, dst) = probe_event();
-    let want = probe_outputs(model, stage, &features, &src, &dst).unwrap();
+    assert_matches_file_on(fused, model, stage, &features, &src, &dst);
+}
+
+/// The same on the event `features` (`[N, 9]` rows) with the edges `src -> dst`.
+#[cfg(test)]
+fn assert_matches_file_on<K: FusedKernel>(
+    fused: &K,
+    model: &TorchModel,
+    stage: &'static str,
+    features: &[f32],
+    src: &[i64],
+    dst: &[i64],
+) {
+    let _no_grad = tch::no_grad_guard();
+    let want = probe_outputs(model, stage, features, src, dst).unwrap();
     for portable in [true, false] {
-        let got = fused.logits_with(&features, 9, &src, &dst, portable);
+        let got = fused.logits_with(features, 9, src, dst, portable);
         let worst = got
             .iter()
             .zip(&want)
