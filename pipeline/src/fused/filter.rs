@@ -4,10 +4,13 @@
 //! TorchScript file does.
 use rayon::prelude::*;
 
-use super::simd::{self, Dense, Kernel, Lanes, Norm, Parameters, TILE};
+use super::simd::{self, Dense, Kernel, Lanes, Norm, Parameters};
 use super::{FusedKernel, Spacepoints, EDGES_PER_TASK, GEOMETRY, NODE_INPUTS};
 use crate::error::Result;
 use crate::model::TorchModel;
+
+/// Edges scored together (`simd::accumulate`: two for width 48).
+const TILE: usize = 2;
 
 struct Net<const H: usize, const V: usize> {
     /// First layer: the source and destination spacepoint blocks (no bias), then the geometry

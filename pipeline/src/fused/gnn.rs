@@ -10,7 +10,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use tracing::debug;
 
-use super::simd::{self, Acc, Dense, Kernel, Lanes, Norm, Parameters, TILE};
+use super::simd::{self, Acc, Dense, Kernel, Lanes, Norm, Parameters};
 use super::{FusedKernel, Spacepoints, EDGES_PER_TASK, GEOMETRY, NODE_INPUTS, SPACEPOINT_INPUTS};
 use crate::error::Result;
 use crate::model::TorchModel;
@@ -18,6 +18,8 @@ use crate::model::TorchModel;
 /// Spacepoints beyond this radius (r/1000) are strips (`STRIP_RADIUS`); the probe at load
 /// covers both sides, so a file with another boundary is not fused.
 const STRIP_RADIUS: f32 = 0.2;
+/// Rows (edges or spacepoints) run together (`simd::accumulate`: three for width 32).
+const TILE: usize = 3;
 /// Spacepoints per rayon task in the node networks.
 const NODES_PER_TASK: usize = 1024;
 /// Edges ahead whose node rows are prefetched.
@@ -84,11 +86,12 @@ impl<const H: usize> Mlp<H> {
         x: [&[f32]; TILE],
         buffer: &mut [[f32; H]; TILE],
     ) -> [Acc<L, V>; TILE] {
-        let acc = simd::dense::<L, H, V>(&self.first, x);
+        let acc = simd::dense::<L, H, V, TILE>(&self.first, x);
         for t in 0..TILE {
             simd::store_row(&simd::norm_relu(&acc[t], &self.first_norm), &mut buffer[t]);
         }
-        let mut acc = simd::dense::<L, H, V>(&self.second, std::array::from_fn(|t| &buffer[t][..]));
+        let mut acc =
+            simd::dense::<L, H, V, TILE>(&self.second, std::array::from_fn(|t| &buffer[t][..]));
         for t in 0..TILE {
             acc[t] = simd::norm_relu(&acc[t], &self.second_norm);
         }
@@ -136,7 +139,7 @@ impl<const H: usize> PairNet<H> {
         src: [u32; TILE],
         dst: [u32; TILE],
     ) -> [Acc<L, V>; TILE] {
-        let mut acc = simd::dense::<L, H, V>(&self.edge, e);
+        let mut acc = simd::dense::<L, H, V, TILE>(&self.edge, e);
         for t in 0..TILE {
             simd::add_row(&mut acc[t], &parts[0][src[t] as usize]);
             simd::add_row(&mut acc[t], &parts[1][dst[t] as usize]);
@@ -588,7 +591,7 @@ impl<const H: usize, const V: usize> Kernel for UpdateEdges<'_, H, V> {
             for t in 0..TILE {
                 simd::store_row(&acc[t], &mut buffer[t]);
             }
-            let acc = simd::dense::<L, H, V>(second, std::array::from_fn(|t| &buffer[t][..]));
+            let acc = simd::dense::<L, H, V, TILE>(second, std::array::from_fn(|t| &buffer[t][..]));
             for t in 0..count {
                 let mut update = simd::norm_relu(&acc[t], second_norm);
                 simd::add_row(&mut update, &self.e[start + t]);

@@ -3,9 +3,6 @@
 //! registers, LayerNorm with ReLU. Two implementations: AVX2 with FMA, picked at run time,
 //! and plain Rust for other CPUs (and to test the first against).
 
-/// Rows handled together: 2 x H/8 accumulators plus a weight vector and the broadcasts fit the
-/// 16 AVX registers for H = 32 or 48.
-pub(crate) const TILE: usize = 2;
 pub(crate) const LANES: usize = 8;
 pub(crate) const LAYER_NORM_EPS: f32 = 1e-5;
 
@@ -241,22 +238,23 @@ pub(crate) fn store_row<L: Lanes, const V: usize>(acc: &Acc<L, V>, row: &mut [f3
     }
 }
 
-/// `acc[t] += sum_k x[t][k] * weight[k]` for the rows of a tile (`x[t]` of any width up to
-/// `weight.len()`).
+/// `acc[t] += sum_k x[t][k] * weight[k]` for the `T` rows of a tile (`x[t]` of any width up to
+/// `weight.len()`). The T x V accumulators, a weight vector and T broadcasts should fit the 16
+/// AVX registers: T = 2 for H = 48, 3 for H = 32.
 #[inline(always)]
-pub(crate) fn accumulate<L: Lanes, const H: usize, const V: usize>(
-    acc: &mut [Acc<L, V>; TILE],
+pub(crate) fn accumulate<L: Lanes, const H: usize, const V: usize, const T: usize>(
+    acc: &mut [Acc<L, V>; T],
     weight: &[[f32; H]],
-    x: [&[f32]; TILE],
+    x: [&[f32]; T],
 ) {
     for (k, w) in weight.iter().enumerate() {
-        let mut xk = [L::zero(); TILE];
-        for t in 0..TILE {
+        let mut xk = [L::zero(); T];
+        for t in 0..T {
             xk[t] = L::splat(x[t][k]);
         }
         for v in 0..V {
             let wv = L::load(w, v);
-            for t in 0..TILE {
+            for t in 0..T {
                 acc[t][v] = xk[t].mul_add(wv, acc[t][v]);
             }
         }
@@ -265,11 +263,11 @@ pub(crate) fn accumulate<L: Lanes, const H: usize, const V: usize>(
 
 /// `dense` of a tile of rows from its bias: accumulators in registers.
 #[inline(always)]
-pub(crate) fn dense<L: Lanes, const H: usize, const V: usize>(
+pub(crate) fn dense<L: Lanes, const H: usize, const V: usize, const T: usize>(
     dense: &Dense<H>,
-    x: [&[f32]; TILE],
-) -> [Acc<L, V>; TILE] {
-    let mut acc = [load_row::<L, V>(&dense.bias); TILE];
+    x: [&[f32]; T],
+) -> [Acc<L, V>; T] {
+    let mut acc = [load_row::<L, V>(&dense.bias); T];
     accumulate(&mut acc, &dense.weight, x);
     acc
 }
@@ -396,9 +394,9 @@ mod tests {
     fn layer_with<L: Lanes>(
         dense_layer: &Dense<16>,
         norm: &Norm<16>,
-        x: [&[f32]; TILE],
+        x: [&[f32]; 2],
     ) -> Vec<Vec<f32>> {
-        let acc = dense::<L, 16, 2>(dense_layer, x);
+        let acc = dense::<L, 16, 2, 2>(dense_layer, x);
         acc.iter()
             .map(|a| {
                 let mut out = vec![0f32; 16];
@@ -430,7 +428,7 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2_layer(dense: &Dense<16>, norm: &Norm<16>, x: [&[f32]; TILE]) -> Vec<Vec<f32>> {
+    unsafe fn avx2_layer(dense: &Dense<16>, norm: &Norm<16>, x: [&[f32]; 2]) -> Vec<Vec<f32>> {
         layer_with::<Avx2>(dense, norm, x)
     }
 
