@@ -228,12 +228,23 @@ impl Graph {
                 .filter(|&i| is_strip[i as usize] == strip)
                 .collect()
         });
-        let kind =
-            |k: usize| is_strip[src[k] as usize] as usize + is_strip[dst[k] as usize] as usize;
-        let mut order: Vec<u32> = (0..src.len() as u32).collect();
-        order.sort_by_key(|&k| kind(k as usize));
-        let count = |c: usize| order.iter().filter(|&&k| kind(k as usize) < c).count();
-        let bounds = [count(1), count(2)];
+        // edges by kind (0 pixel-pixel, 1 mixed, 2 strip-strip), in their order within a kind
+        let kind: Vec<u8> = src
+            .par_iter()
+            .zip(dst)
+            .map(|(&a, &b)| is_strip[a as usize] as u8 + is_strip[b as usize] as u8)
+            .collect();
+        let mut per_kind = [0usize; 3];
+        for &c in &kind {
+            per_kind[c as usize] += 1;
+        }
+        let bounds = [per_kind[0], per_kind[0] + per_kind[1]];
+        let mut next = [0, bounds[0], bounds[1]];
+        let mut order = vec![0u32; src.len()];
+        for (k, &c) in kind.iter().enumerate() {
+            order[next[c as usize]] = k as u32;
+            next[c as usize] += 1;
+        }
         let src: Vec<u32> = order.iter().map(|&k| src[k as usize]).collect();
         let dst: Vec<u32> = order.iter().map(|&k| dst[k as usize]).collect();
         let n = is_strip.len();
