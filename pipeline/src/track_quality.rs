@@ -16,6 +16,7 @@
 //! 16 fraction of spacepoints whose best edge leaving scores above their best edge inside; 17
 //! the lowest best-edge-inside score.
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -28,6 +29,28 @@ use crate::stage::{torch_error, ExecutionContext, TrackLabels};
 use crate::track_building::{relabel, ScoredEdges};
 
 pub const NUM_TRACK_FEATURES: usize = 18;
+
+/// A hasher for the pair keys: one multiplication (Fibonacci hashing), where the default
+/// SipHash cost about as much as the rest of the stage's per-edge work.
+#[derive(Default)]
+struct PairHasher(u64);
+
+impl Hasher for PairHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, key: u64) {
+        self.0 = (self.0 ^ key).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn finish(&self) -> u64 {
+        // the table indexes by the low bits: fold the well-mixed high ones down
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
+type PairMap = HashMap<u64, f32, BuildHasherDefault<PairHasher>>;
 
 /// Key of an unordered spacepoint pair.
 fn pair_key(a: i64, b: i64, n: usize) -> u64 {
@@ -57,7 +80,7 @@ pub fn track_features(
     if tracks.num_tracks == 0 {
         return rows;
     }
-    let mut pair_best: HashMap<u64, f32> = HashMap::with_capacity(edges.len());
+    let mut pair_best = PairMap::with_capacity_and_hasher(edges.len(), Default::default());
     // best score per spacepoint of an edge leaving its track (to another or none) / inside it
     let mut leaving = vec![0f32; n];
     let mut inside = vec![0f32; n];
