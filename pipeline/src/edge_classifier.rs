@@ -1,12 +1,12 @@
 //! Edge classification by a TorchScript network `(x, edge_index) -> logits`: the filter (an MLP
 //! over both edge ends, run in chunks of edges) and the GNN (whole graph). Edges whose sigmoid
-//! score is above the cut survive, in their order. On a CPU in fp32 the filter runs through
-//! the fused kernels of `fused/` when they reproduce the file.
+//! score is above the cut survive, in their order. On a CPU in fp32 the filter and the GNN run
+//! through the fused kernels of `fused/` when those reproduce the files.
 use tch::{Device, Kind, Tensor};
 use tracing::info;
 
 use crate::error::Result;
-use crate::fused::{filter::FusedFilter, gnn::FusedGnn, FusedKernel};
+use crate::fused::{self, FusedKernel};
 use crate::model::TorchModel;
 use crate::stage::{
     edge_tensor, host_slice, torch_error, EdgeClassifier, EventData, ExecutionContext,
@@ -32,39 +32,16 @@ pub struct TorchEdgeClassifier {
     model: TorchModel,
     cut: f32,
     chunk: Option<usize>,
-    fused: Option<Fused>,
-}
-
-/// The fused CPU kernel a classifier runs instead of libtorch.
-enum Fused {
-    Filter(FusedFilter),
-    Gnn(FusedGnn),
-}
-
-impl Fused {
-    fn load(name: &str, model: &TorchModel) -> Result<Option<Self>> {
-        let num_features = model.int_method("num_features")?;
-        Ok(match name {
-            "filter" => FusedFilter::load(model, num_features)?.map(Fused::Filter),
-            "gnn" => FusedGnn::load(model, num_features)?.map(Fused::Gnn),
-            _ => None,
-        })
-    }
-
-    fn scores(&self, features: &[f32], num_features: usize, src: &[i64], dst: &[i64]) -> Vec<f32> {
-        match self {
-            Fused::Filter(f) => f.scores(features, num_features, src, dst),
-            Fused::Gnn(g) => g.scores(features, num_features, src, dst),
-        }
-    }
+    /// The fused CPU kernel run instead of libtorch, if any.
+    fused: Option<Box<dyn FusedKernel>>,
 }
 
 impl TorchEdgeClassifier {
     pub fn load(cfg: &EdgeClassifierConfig, ctx: &ExecutionContext) -> Result<Self> {
         let model = TorchModel::load(&cfg.model, ctx)?;
         let cpu_fp32 = ctx.torch_device() == Device::Cpu && ctx.network_kind() == Kind::Float;
-        let fused = if cfg.fused && cpu_fp32 && crate::fused::available() {
-            Fused::load(cfg.name, &model)?
+        let fused = if cfg.fused && cpu_fp32 && fused::available() {
+            fused::load(cfg.name, &model)?
         } else {
             None
         };
@@ -132,7 +109,7 @@ impl EdgeClassifier for TorchEdgeClassifier {
 
     fn classify(&self, ctx: &ExecutionContext, event: &mut EventData) -> Result<()> {
         if let Some(fused) = &self.fused {
-            return self.classify_fused(fused, ctx, event);
+            return self.classify_fused(fused.as_ref(), ctx, event);
         }
         let scores = self.scores(&event.features, &event.edge_index)?;
         let keep = scores
@@ -157,7 +134,7 @@ impl TorchEdgeClassifier {
     /// `classify` on the host with the fused kernel: the same cut, the same order.
     fn classify_fused(
         &self,
-        fused: &Fused,
+        fused: &dyn FusedKernel,
         ctx: &ExecutionContext,
         event: &mut EventData,
     ) -> Result<()> {

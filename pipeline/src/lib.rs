@@ -32,5 +32,7 @@ pub use config::{
 };
 pub use error::{PipelineError, Result};
 pub use event::{EventInput, EventOutput, OutputRequest, StageTiming, TrackParams};
+/// Whether this CPU runs the fused filter and GNN (`cpu_kernels` `auto`).
+pub use fused::available as fused_kernels_available;
 pub use pipeline::Pipeline;
 pub use stage::{ExecutionContext, TrackLabels};

@@ -24,18 +24,6 @@ fn fixture_event() -> (Vec<f32>, Vec<i64>) {
     (features, ids)
 }
 
-/// Whether this CPU runs the fused kernels (`cpu_kernels` auto).
-fn have_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 fn input<'a>(features: &'a [f32], ids: Option<&'a [i64]>) -> EventInput<'a> {
     EventInput {
         features,
@@ -312,7 +300,7 @@ fn the_fused_kernels_score_as_libtorch_does() {
         let fused = load(name, file.clone(), true);
         let plain = load(name, file, false);
         assert!(!plain.is_fused(), "{name}");
-        if !have_avx2() {
+        if !exatrkx_pipeline::fused_kernels_available() {
             // the kernels run only with AVX2 and FMA: libtorch everywhere else
             assert!(!fused.is_fused(), "{name}");
             continue;

@@ -93,7 +93,7 @@ def differing_spacepoints(a: np.ndarray, b: np.ndarray) -> int:
     same in the labels `a` and `b`: the labels' numbering does not matter."""
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     both = (a >= 0) & (b >= 0)
-    pairs, pair_index = np.unique(np.stack([a, b], 1), axis=0, return_inverse=True)
+    _, pair_index = np.unique(np.stack([a, b], 1), axis=0, return_inverse=True)
     pair_count = np.bincount(pair_index.ravel())[pair_index.ravel()]
     count_a = np.bincount(a[a >= 0])[np.maximum(a, 0)]
     count_b = np.bincount(b[b >= 0])[np.maximum(b, 0)]

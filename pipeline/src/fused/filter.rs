@@ -2,8 +2,6 @@
 //! doublet geometry, then Linear / LayerNorm / ReLU blocks, one logit) in one pass per pair of
 //! edges. The first layer's spacepoint blocks are computed once per spacepoint, as the
 //! TorchScript file does.
-use rayon::prelude::*;
-
 use super::simd::{self, Dense, Kernel, Lanes, Norm, Parameters};
 use super::{FusedKernel, Spacepoints, EDGES_PER_TASK, GEOMETRY, NODE_INPUTS};
 use crate::error::Result;
@@ -68,23 +66,6 @@ impl<const H: usize, const V: usize> Net<H, V> {
         })
     }
 
-    /// `[N][H]` first-layer block of every spacepoint for one end (0 source, 1 destination).
-    fn end_parts(&self, end: usize, sp: &Spacepoints) -> Vec<[f32; H]> {
-        let w = &self.ends[end].weight;
-        sp.inputs
-            .par_iter()
-            .map(|x| {
-                let mut acc = [0f32; H];
-                for (c, wc) in w.iter().enumerate() {
-                    for j in 0..H {
-                        acc[j] += x[c] * wc[j];
-                    }
-                }
-                acc
-            })
-            .collect()
-    }
-
     /// Logits of the edges `src[i] -> dst[i]` into `out`, in tiles of `TILE` edges.
     #[inline(always)]
     fn score<L: Lanes>(
@@ -129,24 +110,25 @@ impl<const H: usize, const V: usize> Net<H, V> {
 
     /// `portable`: the plain-Rust kernel even where AVX2 is there (tests compare the two).
     fn logits(&self, sp: &Spacepoints, src: &[i64], dst: &[i64], portable: bool) -> Vec<f32> {
-        let parts = [self.end_parts(0, sp), self.end_parts(1, sp)];
         let avx2 = !portable && simd::have_avx2();
+        // the first layer's blocks of both ends, once per spacepoint
+        let parts = self
+            .ends
+            .each_ref()
+            .map(|end| super::row_products::<_, H, V, TILE>(end, &sp.inputs, avx2));
         let mut out = vec![0f32; src.len()];
-        out.par_chunks_mut(EDGES_PER_TASK)
-            .enumerate()
-            .for_each(|(task, out)| {
-                let from = task * EDGES_PER_TASK;
-                let (src, dst) = (&src[from..from + out.len()], &dst[from..from + out.len()]);
-                let task = Score {
-                    net: self,
-                    sp,
-                    parts: &parts,
-                    src,
-                    dst,
-                    out,
-                };
-                simd::dispatch(task, avx2);
-            });
+        super::in_tasks(&mut out, EDGES_PER_TASK, |from, out| {
+            let (src, dst) = (&src[from..from + out.len()], &dst[from..from + out.len()]);
+            let task = Score {
+                net: self,
+                sp,
+                parts: &parts,
+                src,
+                dst,
+                out,
+            };
+            simd::dispatch(task, avx2);
+        });
         out
     }
 }

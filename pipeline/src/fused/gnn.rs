@@ -11,7 +11,10 @@ use rayon::prelude::*;
 use tracing::debug;
 
 use super::simd::{self, Acc, Dense, Kernel, Lanes, Norm, Parameters};
-use super::{FusedKernel, Spacepoints, EDGES_PER_TASK, GEOMETRY, NODE_INPUTS, SPACEPOINT_INPUTS};
+use super::{
+    in_tasks, FusedKernel, Spacepoints, EDGES_PER_TASK, GEOMETRY, NODES_PER_TASK, NODE_INPUTS,
+    SPACEPOINT_INPUTS,
+};
 use crate::error::Result;
 use crate::model::TorchModel;
 
@@ -20,8 +23,6 @@ use crate::model::TorchModel;
 const STRIP_RADIUS: f32 = 0.2;
 /// Rows (edges or spacepoints) run together (`simd::accumulate`: three for width 32).
 const TILE: usize = 3;
-/// Spacepoints per rayon task in the node networks.
-const NODES_PER_TASK: usize = 1024;
 /// Edges ahead whose node rows are prefetched.
 const PREFETCH: usize = 16;
 /// Widest edge-encoder input: both ends' full inputs and the geometry.
@@ -119,15 +120,7 @@ impl<const H: usize> PairNet<H> {
 
     /// `[N][H]` products of the node rows with the source and destination blocks.
     fn node_parts<const V: usize>(&self, h: &[[f32; H]], avx2: bool) -> [Vec<[f32; H]>; 2] {
-        [&self.src, &self.dst].map(|dense| {
-            let mut out = vec![[0f32; H]; h.len()];
-            out.par_chunks_mut(NODES_PER_TASK)
-                .zip(h.par_chunks(NODES_PER_TASK))
-                .for_each(|(out, rows)| {
-                    simd::dispatch(NodeProducts::<H, V> { dense, rows, out }, avx2)
-                });
-            out
-        })
+        [&self.src, &self.dst].map(|dense| super::row_products::<_, H, V, TILE>(dense, h, avx2))
     }
 
     /// The first layer and its norm for a tile of edges.
@@ -146,30 +139,6 @@ impl<const H: usize> PairNet<H> {
             acc[t] = simd::norm_relu(&acc[t], &self.norm);
         }
         acc
-    }
-}
-
-/// `rows @ dense` without bias, per row.
-struct NodeProducts<'a, const H: usize, const V: usize> {
-    dense: &'a Dense<H>,
-    rows: &'a [[f32; H]],
-    out: &'a mut [[f32; H]],
-}
-
-impl<const H: usize, const V: usize> Kernel for NodeProducts<'_, H, V> {
-    #[inline(always)]
-    fn run<L: Lanes>(self) {
-        for (start, out) in (0..self.rows.len())
-            .step_by(TILE)
-            .zip(self.out.chunks_mut(TILE))
-        {
-            let x = std::array::from_fn(|t| &self.rows[(start + t).min(self.rows.len() - 1)][..]);
-            let mut acc = [[L::zero(); V]; TILE];
-            simd::accumulate(&mut acc, &self.dense.weight, x);
-            for (t, row) in out.iter_mut().enumerate() {
-                simd::store_row(&acc[t], row);
-            }
-        }
     }
 }
 
@@ -312,43 +281,31 @@ impl<const H: usize, const V: usize> Net<H, V> {
         lap(0);
         let mut h = self.encode_nodes(sp, &graph, avx2);
         let mut e = vec![[0f32; H]; graph.src.len()];
-        e.par_chunks_mut(EDGES_PER_TASK)
-            .enumerate()
-            .for_each(|(task, e)| {
-                let from = task * EDGES_PER_TASK;
-                simd::dispatch(
-                    EncodeEdges {
-                        net: self,
-                        sp,
-                        graph: &graph,
-                        from,
-                        e,
-                    },
-                    avx2,
-                )
-            });
+        in_tasks(&mut e, EDGES_PER_TASK, |from, e| {
+            let task = EncodeEdges {
+                net: self,
+                sp,
+                graph: &graph,
+                from,
+                e,
+            };
+            simd::dispatch(task, avx2)
+        });
         let mut incoming = vec![[0f32; H]; h.len()];
         let mut outgoing = vec![[0f32; H]; h.len()];
         lap(1);
         for step in &self.steps {
             let parts = step.edge_net.node_parts::<V>(&h, avx2);
-            e.par_chunks_mut(EDGES_PER_TASK)
-                .enumerate()
-                .for_each(|(task, e)| {
-                    let from = task * EDGES_PER_TASK;
-                    let (src, dst) = (&graph.src[from..], &graph.dst[from..]);
-                    let net = &step.edge_net;
-                    simd::dispatch(
-                        UpdateEdges::<H, V> {
-                            net,
-                            parts: &parts,
-                            src,
-                            dst,
-                            e,
-                        },
-                        avx2,
-                    )
-                });
+            in_tasks(&mut e, EDGES_PER_TASK, |from, e| {
+                let task = UpdateEdges::<H, V> {
+                    net: &step.edge_net,
+                    parts: &parts,
+                    src: &graph.src[from..],
+                    dst: &graph.dst[from..],
+                    e,
+                };
+                simd::dispatch(task, avx2)
+            });
             lap(2);
             for (sums, adjacency) in [
                 (&mut incoming, &graph.incoming),
@@ -372,24 +329,19 @@ impl<const H: usize, const V: usize> Net<H, V> {
             lap(3);
             for (kind, nodes) in graph.kinds.iter().enumerate() {
                 let net = &step.node_nets[kind];
-                let updates: Vec<Vec<[f32; H]>> = nodes
-                    .par_chunks(NODES_PER_TASK)
-                    .map(|nodes| {
-                        let mut out = vec![[0f32; H]; nodes.len()];
-                        let sums = [&h, &incoming, &outgoing];
-                        simd::dispatch(
-                            UpdateNodes::<H, V> {
-                                net,
-                                sums,
-                                nodes,
-                                out: &mut out,
-                            },
-                            avx2,
-                        );
-                        out
-                    })
-                    .collect();
-                for (&node, update) in nodes.iter().zip(updates.iter().flatten()) {
+                let sums = [&h, &incoming, &outgoing];
+                let updates = per_node(nodes, |nodes, out| {
+                    simd::dispatch(
+                        UpdateNodes::<H, V> {
+                            net,
+                            sums,
+                            nodes,
+                            out,
+                        },
+                        avx2,
+                    )
+                });
+                for (&node, update) in nodes.iter().zip(&updates) {
                     for j in 0..H {
                         h[node as usize][j] += update[j];
                     }
@@ -399,20 +351,17 @@ impl<const H: usize, const V: usize> Net<H, V> {
         }
         let parts = self.output.node_parts::<V>(&h, avx2);
         let mut out = vec![0f32; e.len()];
-        out.par_chunks_mut(EDGES_PER_TASK)
-            .enumerate()
-            .for_each(|(task, out)| {
-                let from = task * EDGES_PER_TASK;
-                let task = Output::<H, V> {
-                    net: self,
-                    parts: &parts,
-                    graph: &graph,
-                    e: &e,
-                    from,
-                    out,
-                };
-                simd::dispatch(task, avx2)
-            });
+        in_tasks(&mut out, EDGES_PER_TASK, |from, out| {
+            let task = Output::<H, V> {
+                net: self,
+                parts: &parts,
+                graph: &graph,
+                e: &e,
+                from,
+                out,
+            };
+            simd::dispatch(task, avx2)
+        });
         let mut logits = vec![0f32; out.len()];
         for (&k, &v) in graph.order.iter().zip(&out) {
             logits[k as usize] = v;
@@ -435,27 +384,34 @@ impl<const H: usize, const V: usize> Net<H, V> {
         for (kind, nodes) in graph.kinds.iter().enumerate() {
             let net = &self.node_encoders[kind];
             let width = [SPACEPOINT_INPUTS, NODE_INPUTS][kind];
-            let encoded: Vec<Vec<[f32; H]>> = nodes
-                .par_chunks(NODES_PER_TASK)
-                .map(|nodes| {
-                    let mut out = vec![[0f32; H]; nodes.len()];
-                    let task = EncodeNodes::<H, V> {
-                        net,
-                        sp,
-                        width,
-                        nodes,
-                        out: &mut out,
-                    };
-                    simd::dispatch(task, avx2);
-                    out
-                })
-                .collect();
-            for (&node, row) in nodes.iter().zip(encoded.iter().flatten()) {
+            let encoded = per_node(nodes, |nodes, out| {
+                let task = EncodeNodes::<H, V> {
+                    net,
+                    sp,
+                    width,
+                    nodes,
+                    out,
+                };
+                simd::dispatch(task, avx2)
+            });
+            for (&node, row) in nodes.iter().zip(&encoded) {
                 h[node as usize] = *row;
             }
         }
         h
     }
+}
+
+/// The rows `run(nodes, out)` writes for `nodes` (in their order), over rayon tasks.
+fn per_node<const H: usize>(
+    nodes: &[u32],
+    run: impl Fn(&[u32], &mut [[f32; H]]) + Sync,
+) -> Vec<[f32; H]> {
+    let mut out = vec![[0f32; H]; nodes.len()];
+    in_tasks(&mut out, NODES_PER_TASK, |from, out| {
+        run(&nodes[from..from + out.len()], out)
+    });
+    out
 }
 
 /// Prefetch the node rows of the edges `from..from + TILE` (those below `len`).

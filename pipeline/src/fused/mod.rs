@@ -30,6 +30,8 @@ const SPACEPOINT_INPUTS: usize = 5;
 const GEOMETRY: usize = 6;
 /// Edges per rayon task.
 const EDGES_PER_TASK: usize = 4096;
+/// Spacepoints per rayon task in the per-spacepoint products and networks.
+const NODES_PER_TASK: usize = 1024;
 /// Largest output difference from the TorchScript file accepted on the probe event, relative
 /// to 1 + |output| (float rounding of another summation order is about 1e-5).
 const PROBE_TOLERANCE: f32 = 1e-3;
@@ -226,14 +228,28 @@ fn agrees_with_file(
     Ok(worst <= PROBE_TOLERANCE)
 }
 
+/// The fused kernel for the TorchScript network `model` of the edge classifier `stage`
+/// (`filter` or `gnn`), when `model` is one it reproduces.
+pub(crate) fn load(stage: &str, model: &TorchModel) -> Result<Option<Box<dyn FusedKernel>>> {
+    let num_features = model.int_method("num_features")?;
+    Ok(match stage {
+        "filter" => filter::FusedFilter::load(model, num_features)?
+            .map(|k| Box::new(k) as Box<dyn FusedKernel>),
+        "gnn" => {
+            gnn::FusedGnn::load(model, num_features)?.map(|k| Box::new(k) as Box<dyn FusedKernel>)
+        }
+        _ => None,
+    })
+}
+
 /// Whether the fused kernels run here: on CPUs with AVX2 and FMA. Elsewhere libtorch picks
 /// kernels for what the CPU has; the plain-Rust form (baseline instructions) is for the tests.
-pub(crate) fn available() -> bool {
+pub fn available() -> bool {
     simd::have_avx2()
 }
 
 /// A fused edge classifier: the logits of edges from the spacepoint features.
-pub(crate) trait FusedKernel: Sized {
+pub(crate) trait FusedKernel: Send + Sync {
     /// `[E]` logits of the edges `src -> dst` of the spacepoints `features` (`[N,
     /// num_features]` rows); `portable`: the plain-Rust vectors even where AVX2 is there
     /// (tests compare the two).
@@ -254,9 +270,63 @@ pub(crate) trait FusedKernel: Sized {
     }
 
     /// `self` when its logits on the probe event are those of `model` (`stage` names it).
-    fn checked(self, model: &TorchModel, stage: &'static str) -> Result<Option<Self>> {
+    fn checked(self, model: &TorchModel, stage: &'static str) -> Result<Option<Self>>
+    where
+        Self: Sized,
+    {
         let agrees = agrees_with_file(model, stage, |f, s, d| self.logits_with(f, 9, s, d, false))?;
         Ok(agrees.then_some(self))
+    }
+}
+
+/// `task(from, chunk)` over `out` cut into rayon tasks of `per_task` rows, `from` being the
+/// position of the chunk's first row.
+fn in_tasks<T: Send>(out: &mut [T], per_task: usize, task: impl Fn(usize, &mut [T]) + Sync) {
+    use rayon::prelude::*;
+    out.par_chunks_mut(per_task)
+        .enumerate()
+        .for_each(|(k, chunk)| task(k * per_task, chunk));
+}
+
+/// `row @ dense` without its bias for every row (a network's first-layer block applied once
+/// per spacepoint), `T` rows per tile.
+fn row_products<R, const H: usize, const V: usize, const T: usize>(
+    dense: &simd::Dense<H>,
+    rows: &[R],
+    avx2: bool,
+) -> Vec<[f32; H]>
+where
+    R: AsRef<[f32]> + Sync,
+{
+    let mut out = vec![[0f32; H]; rows.len()];
+    in_tasks(&mut out, NODES_PER_TASK, |from, out| {
+        let rows = &rows[from..from + out.len()];
+        simd::dispatch(RowProducts::<R, H, V, T> { dense, rows, out }, avx2)
+    });
+    out
+}
+
+/// One task's rows of `row_products`.
+struct RowProducts<'a, R, const H: usize, const V: usize, const T: usize> {
+    dense: &'a simd::Dense<H>,
+    rows: &'a [R],
+    out: &'a mut [[f32; H]],
+}
+
+impl<R: AsRef<[f32]>, const H: usize, const V: usize, const T: usize> simd::Kernel
+    for RowProducts<'_, R, H, V, T>
+{
+    #[inline(always)]
+    fn run<L: simd::Lanes>(self) {
+        let last = self.rows.len() - 1;
+        for (start, out) in (0..self.rows.len()).step_by(T).zip(self.out.chunks_mut(T)) {
+            let x = std::array::from_fn(|t| self.rows[(start + t).min(last)].as_ref());
+            let mut acc = [[L::zero(); V]; T];
+            simd::accumulate(&mut acc, &self.dense.weight, x);
+            for (t, row) in out.iter_mut().enumerate() {
+                simd::store_row(&acc[t], row);
+            }
+        }
     }
 }
 
