@@ -6,13 +6,14 @@
 //! embeddings spread over few directions, so these cells hold far fewer points than cells over
 //! the first dimensions). A cell is slightly wider than the radius (wider still when the box
 //! would need too many cells), so every neighbour of a point lies in the block of 3^4 cells
-//! around it. Candidates there pass two f32 pre-tests (distance along the grid axes, then the
-//! full distance, each with a margin above its rounding) before the full-dimension f64 distance
-//! of the definition decides. Queries
-//! run in parallel over blocks of the sorted points; each keeps the members of its list that it
-//! is the source of. A pair dropped by one end's `knn` cut but kept by the other is added back
-//! to the dropped end when that end is the source. The edges are then written source by source
-//! in index order, already sorted: no pair list, no global sort.
+//! around it. A query visits that block nearest cells first; once it holds `knn` neighbours,
+//! the farthest of them bounds the rest of the search (cells farther away along the grid axes
+//! are skipped), which at pile-up 200 halves the candidates. Candidates pass two f32
+//! pre-tests (distance along the grid axes, then the full distance, each with a margin above
+//! its rounding) before the full-dimension f64 distance of the definition decides. Queries
+//! run in parallel over blocks of the sorted points; each hands the pairs of its list to
+//! their source (the radius-key order of the edge convention), and each source writes the
+//! sorted union of what it got, in index order: no global sort.
 use rayon::prelude::*;
 
 use crate::edges::starts_at;
@@ -32,8 +33,16 @@ pub struct RadiusGraphConfig {
 pub(crate) type Key = (f64, u32);
 
 #[inline]
+fn key_order(a: &Key, b: &Key) -> std::cmp::Ordering {
+    // squared distances are >= +0.0, ordered as their bits
+    (a.0.to_bits(), a.1).cmp(&(b.0.to_bits(), b.1))
+}
+
+/// The same order as a test (the GPU kernels' host emulation).
+#[cfg(test)]
+#[inline]
 pub(crate) fn key_less(a: Key, b: Key) -> bool {
-    a.0 < b.0 || (a.0 == b.0 && a.1 < b.1)
+    key_order(&a, &b).is_lt()
 }
 
 /// Squared distance accumulated in f64 over the dimensions in order, when below `r2`.
@@ -277,12 +286,15 @@ struct Grid {
     geo: GridGeometry<CPU_AXES>,
     /// Grid-axis coordinates in sorted order.
     projected: Vec<[f64; CPU_AXES]>,
-    /// The same in f32, and the squared radius (padded for their rounding) under which a
-    /// candidate passes the cheap tests; see `within`.
+    /// The same in f32, for the cheap pre-test; `slack` bounds their rounding (see `nearest`).
     coarse: Vec<[f32; CPU_AXES]>,
-    coarse_r2: f32,
-    /// Squared radius (padded) for the f32 full-dimension test; infinite turns it off.
-    full_r2: f32,
+    slack: f64,
+    /// Bound on the f64 rounding of a cell edge and a projected coordinate: what the gap to a
+    /// neighbour cell is shrunk by before it prunes the cell.
+    edge_eps: f64,
+    /// Offsets of the neighbour blocks on all axes but the last, nearest first (fewest
+    /// non-zero offsets), so that the `knn` bound tightens early.
+    offsets: Vec<[i8; CPU_AXES - 1]>,
     /// `cell_start[c]..cell_start[c + 1]`: the sorted positions of the points in cell `c`.
     cell_start: Vec<u32>,
     /// Original index of the point at each sorted position.
@@ -342,16 +354,22 @@ impl Grid {
         // f32 differences, squares and a sum of a dozen terms stay within 1e-6 relative.
         let largest = lo.iter().chain(&hi).fold(0.0f64, |m, v| m.max(v.abs()));
         let slack = 4.0 * f32::EPSILON as f64 * largest * (CPU_AXES as f64).sqrt();
-        let r = radius as f64;
-        let coarse_r2 = ((r + slack).powi(2) * (1.0 + 1e-4)) as f32;
-        let full_r2 = (r * r * (1.0 + 1e-4)) as f32;
+        let edge_eps = 1e-9 * (largest + geo.cell);
+        let mut offsets: Vec<[i8; CPU_AXES - 1]> = (0..3usize.pow(CPU_AXES as u32 - 1))
+            .map(|code| std::array::from_fn(|k| (code / 3usize.pow(k as u32) % 3) as i8 - 1))
+            .filter(|o: &[i8; CPU_AXES - 1]| {
+                o.iter().enumerate().all(|(k, &v)| v == 0 || k < geo.axes)
+            })
+            .collect();
+        offsets.sort_by_key(|o| o.iter().filter(|&&v| v != 0).count());
         Grid {
             dim,
             geo,
             projected,
             coarse,
-            coarse_r2,
-            full_r2,
+            slack,
+            edge_eps,
+            offsets,
             cell_start: start,
             order,
             sorted,
@@ -363,32 +381,90 @@ impl Grid {
     }
 }
 
+/// Squared radius padded for the f32 pre-tests' rounding: the coarse test over the grid axes
+/// (coordinates off by up to `slack`) and the full-dimension one (1e-6 relative).
+#[inline]
+fn padded(bound: f64, slack: f64) -> (f32, f32) {
+    let coarse = ((bound.sqrt() + slack).powi(2) * (1.0 + 1e-4)) as f32;
+    (coarse, (bound * (1.0 + 1e-4)) as f32)
+}
+
 impl Grid {
-    /// Every other point within the radius of the point at sorted position `pos`, as
-    /// (d2, original index), appended to `near`. `passed` is scratch space.
-    fn within(&self, pos: usize, r2: f64, near: &mut Vec<Key>, passed: &mut Vec<u32>) {
+    /// `N(i)` of the point at sorted position `pos`: the `knn` nearest other points within the
+    /// radius (key order), as (d2, original index) in `near`, unordered. `passed` is scratch.
+    ///
+    /// Blocks of cells are visited nearest first; once `knn` neighbours are known, the key of
+    /// the last of them bounds the search: a cell whose gap to the query along the grid axes is
+    /// wider is skipped, and the per-candidate tests use the tighter radius. The gaps are
+    /// lower bounds of the full distance (a projection never lengthens one), shrunk by their
+    /// rounding, and a candidate as far as the bound still passes (its index may break the
+    /// tie), so the list is exact.
+    fn nearest(&self, pos: usize, r2: f64, knn: usize, near: &mut Vec<Key>, passed: &mut Vec<u32>) {
         let q = self.point(pos);
         let qc = self.coarse[pos];
+        let qp = &self.projected[pos];
         let geo = &self.geo;
-        let c = geo.cell_of(&self.projected[pos]);
+        let c = geo.cell_of(qp);
         let last = CPU_AXES - 1;
-        let lo = |k: usize| c[k].saturating_sub(1);
-        let hi = |k: usize| (c[k] + 1).min(geo.shape[k] - 1);
-        // Two f32 tests, each with a margin above its rounding, drop candidates before the
-        // exact f64 distance: the projection never lengthens a distance, so a candidate farther
-        // along the grid axes is out; then the full distance in f32. Each test writes every
-        // candidate and advances past the passing ones (no branch to mispredict).
-        passed.clear();
-        let mut kept = 0usize;
-        // Odometer over the block's cells on all axes but the last: the cells along the last
-        // axis are adjacent in memory, one range of sorted positions.
-        let mut cell: [usize; CPU_AXES] = std::array::from_fn(lo);
-        'cells: loop {
-            cell[last] = lo(last);
+        // Squared gaps to the cells below and above along each axis.
+        let mut gap = [[0.0f64; 2]; CPU_AXES];
+        for (k, g) in gap.iter_mut().enumerate().take(geo.axes) {
+            let edge = geo.lo[k] + c[k] as f64 * geo.cell;
+            let below = (qp[k] - edge - self.edge_eps).max(0.0);
+            let above = (edge + geo.cell - qp[k] - self.edge_eps).max(0.0);
+            *g = [below * below, above * above];
+        }
+        near.clear();
+        // The search radius: r2 until `knn` neighbours are known, then the last one's d2
+        // (inclusive: `limit` is the next f64 above it).
+        let mut bound = r2;
+        let mut limit = r2;
+        let mut bounded = false;
+        let (mut coarse_r2, mut full_r2) = padded(r2, self.slack);
+        for off in &self.offsets {
+            let mut cell = c;
+            let mut lb = 0.0f64;
+            let mut inside = true;
+            for k in 0..last {
+                match off[k] {
+                    -1 if c[k] == 0 => inside = false,
+                    -1 => {
+                        cell[k] -= 1;
+                        lb += gap[k][0];
+                    }
+                    1 if c[k] + 1 >= geo.shape[k] => inside = false,
+                    1 => {
+                        cell[k] += 1;
+                        lb += gap[k][1];
+                    }
+                    _ => {}
+                }
+            }
+            if !inside || lb > bound {
+                continue;
+            }
+            // Along the last axis the (up to) three cells are adjacent in memory; the middle
+            // one is nearest, so the ones kept form one range.
+            let mut lo_cell = c[last];
+            if lo_cell > 0 && lb + gap[last][0] <= bound {
+                lo_cell -= 1;
+            }
+            let mut hi_cell = c[last];
+            if hi_cell + 1 < geo.shape[last] && lb + gap[last][1] <= bound {
+                hi_cell += 1;
+            }
+            cell[last] = lo_cell;
             let from = self.cell_start[geo.linear(cell)] as usize;
-            cell[last] = hi(last);
+            cell[last] = hi_cell;
             let to = self.cell_start[geo.linear(cell) + 1] as usize;
-            passed.resize(kept + (to - from), 0);
+            if from == to {
+                continue;
+            }
+            // Two f32 tests, each with a margin above its rounding, drop candidates before the
+            // exact f64 distance: along the grid axes, then over all dimensions. Each writes
+            // every candidate and advances past the passing ones (no branch to mispredict).
+            passed.resize(to - from, 0);
+            let mut kept = 0usize;
             for (cand, cc) in (from..to).zip(&self.coarse[from..to]) {
                 let mut axes_d2 = 0.0f32;
                 for k in 0..CPU_AXES {
@@ -396,64 +472,55 @@ impl Grid {
                     axes_d2 += d * d;
                 }
                 passed[kept] = cand as u32;
-                kept += (axes_d2 < self.coarse_r2) as usize;
+                kept += (axes_d2 <= coarse_r2) as usize;
             }
-            let mut k = last;
-            loop {
-                if k == 0 {
-                    break 'cells;
-                }
-                k -= 1;
-                if cell[k] < hi(k) {
-                    cell[k] += 1;
-                    break;
-                }
-                cell[k] = lo(k);
-            }
-        }
-        passed.truncate(kept);
-        if self.full_r2.is_finite() {
             let mut close = 0usize;
-            for i in 0..passed.len() {
+            for i in 0..kept {
                 let cand = passed[i];
-                let p = self.point(cand as usize);
-                let d2 = distance2_f32(q, p);
+                let d2 = distance2_f32(q, self.point(cand as usize));
                 passed[close] = cand;
-                close += (d2 < self.full_r2) as usize;
+                close += (d2 <= full_r2) as usize;
             }
-            passed.truncate(close);
-        }
-        for &cand in passed.iter() {
-            let cand = cand as usize;
-            if cand != pos {
-                if let Some(d2) = distance2_below(q, self.point(cand), r2) {
-                    near.push((d2, self.order[cand]));
+            for &cand in &passed[..close] {
+                let cand = cand as usize;
+                if cand != pos {
+                    if let Some(d2) = distance2_below(q, self.point(cand), limit) {
+                        near.push((d2, self.order[cand]));
+                    }
+                }
+            }
+            if near.len() >= 2 * knn || (!bounded && near.len() >= knn) {
+                bounded = true;
+                let kth = keep_nearest(near, knn);
+                if kth < bound {
+                    bound = kth;
+                    limit = kth.next_up().min(r2);
+                    (coarse_r2, full_r2) = padded(bound, self.slack);
                 }
             }
         }
+        keep_nearest(near, knn);
     }
 }
 
-/// Order `near` so that `N(i)`, its nearest `knn`, comes first; the key of the last one kept
-/// when the list had to be cut.
-fn cut_to_knn(near: &mut [Key], knn: usize) -> Option<Key> {
-    if near.len() <= knn {
-        return None;
+/// Cut `near` to its `knn` nearest (key order); the largest d2 kept.
+fn keep_nearest(near: &mut Vec<Key>, knn: usize) -> f64 {
+    if near.len() > knn {
+        near.select_nth_unstable_by(knn - 1, key_order);
+        near.truncate(knn);
     }
-    near.select_nth_unstable_by(knn - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    Some(near[knn - 1])
+    near.iter().fold(0.0, |m, k| m.max(k.0))
 }
 
-/// Edge targets found for one block of queries (in grid order).
+/// What one block of queries (in grid order) found: the members of each `N(s)` that `s` is
+/// the source of, and the others as (source, target) pairs for their source to collect.
 struct BlockTargets {
     /// Original index of each query and how many targets it starts.
     queries: Vec<(u32, u32)>,
-    /// The targets, sorted, query after query.
+    /// The targets, query after query.
     targets: Vec<u32>,
-    /// Queries whose neighbour list was cut at `knn`, with the key of the last one kept and
-    /// the range of their dropped neighbours in `dropped`.
-    cut: Vec<(u32, Key, std::ops::Range<usize>)>,
-    dropped: Vec<Key>,
+    /// Pairs `(src, dst)` with `src` in `N(dst)` but the source.
+    reverse: Vec<(u32, u32)>,
 }
 
 /// The radius graph of docs/DESIGN.md in its edge convention: `[src..., dst...]` (`[2, E]`),
@@ -472,132 +539,118 @@ pub fn radius_graph(
         return Vec::new();
     }
     let r = cfg.radius as f64;
-    let r2 = r * r;
     let grid = Grid::new(points, dim, cfg.radius);
 
-    // Pass 1: N(s) of every point, and the members of N(s) that s is the source of.
+    // Pass 1: N(s) of every point, split by which end of each pair is the source.
     let blocks: Vec<BlockTargets> = (0..n.div_ceil(QUERY_BLOCK))
         .into_par_iter()
         .map(|b| {
             let positions = b * QUERY_BLOCK..((b + 1) * QUERY_BLOCK).min(n);
             let mut out = BlockTargets {
                 queries: Vec::with_capacity(positions.len()),
-                targets: Vec::new(),
-                cut: Vec::new(),
-                dropped: Vec::new(),
+                targets: Vec::with_capacity(positions.len() * cfg.knn.min(64) / 2),
+                reverse: Vec::with_capacity(positions.len() * cfg.knn.min(64) / 2),
             };
             let mut near = Vec::new();
             let mut passed = Vec::new();
             for pos in positions {
                 let s = grid.order[pos];
-                near.clear();
-                grid.within(pos, r2, &mut near, &mut passed);
-                if let Some(last) = cut_to_knn(&mut near, cfg.knn) {
-                    let from = out.dropped.len();
-                    out.dropped.extend_from_slice(&near[cfg.knn..]);
-                    out.cut.push((s, last, from..out.dropped.len()));
-                    near.truncate(cfg.knn);
-                }
+                grid.nearest(pos, r * r, cfg.knn, &mut near, &mut passed);
                 let first = out.targets.len();
-                out.targets.extend(
-                    near.iter()
-                        .map(|k| k.1)
-                        .filter(|&d| starts_at(radius_key, s, d)),
-                );
-                out.targets[first..].sort_unstable();
+                for &(_, d) in near.iter() {
+                    if starts_at(radius_key, s, d) {
+                        out.targets.push(d);
+                    } else {
+                        out.reverse.push((d, s));
+                    }
+                }
                 out.queries.push((s, (out.targets.len() - first) as u32));
             }
             out
         })
         .collect();
 
-    // Pass 2, only for lists cut at knn: a pair {p, q} with q dropped from N(p) is still an
-    // edge when p is in N(q); when p is its source, p must emit it.
-    let mut last_kept: Vec<Option<Key>> = vec![None; n];
-    for block in &blocks {
-        for (p, key, _) in &block.cut {
-            last_kept[*p as usize] = Some(*key);
-        }
-    }
-    let in_list_of =
-        |q: u32, p: u32, d2: f64| last_kept[q as usize].is_none_or(|last| !key_less(last, (d2, p)));
-    let mut extra: Vec<(u32, Vec<u32>)> = blocks
-        .par_iter()
-        .flat_map_iter(|block| {
-            block.cut.iter().map(|(p, _, range)| {
-                let mut targets: Vec<u32> = block.dropped[range.clone()]
-                    .iter()
-                    .filter(|&&(d2, q)| in_list_of(q, *p, d2) && starts_at(radius_key, *p, q))
-                    .map(|k| k.1)
-                    .collect();
-                targets.sort_unstable();
-                (*p, targets)
-            })
-        })
-        .collect();
-    extra.sort_unstable_by_key(|e| e.0);
-    let extra_of = |s: u32| {
-        extra
-            .binary_search_by_key(&s, |e| e.0)
-            .map_or(&[][..], |k| extra[k].1.as_slice())
-    };
-
-    // Pass 3: targets of each source in index order; sources in blocks written in parallel.
+    // Pass 2: each source's own targets, and the pairs found from their other end, bucketed
+    // by source (counting sort).
     let mut start = vec![0u32; n];
     let mut count = vec![0u32; n];
-    let mut flat = Vec::with_capacity(blocks.iter().map(|b| b.targets.len()).sum());
+    let mut own = Vec::with_capacity(blocks.iter().map(|b| b.targets.len()).sum());
+    let mut received_start = vec![0u32; n + 1];
     for block in &blocks {
-        let mut offset = flat.len();
-        flat.extend_from_slice(&block.targets);
+        let mut offset = own.len();
+        own.extend_from_slice(&block.targets);
         for &(s, c) in &block.queries {
             start[s as usize] = offset as u32;
             count[s as usize] = c;
             offset += c as usize;
         }
+        for &(src, _) in &block.reverse {
+            received_start[src as usize + 1] += 1;
+        }
     }
-    drop(blocks);
-    let edges_of = |s: u32| {
-        let from = start[s as usize] as usize;
-        &flat[from..from + count[s as usize] as usize]
-    };
-    let source_blocks: Vec<std::ops::Range<u32>> = (0..n.div_ceil(SOURCE_BLOCK))
-        .map(|b| (b * SOURCE_BLOCK) as u32..((b + 1) * SOURCE_BLOCK).min(n) as u32)
-        .collect();
-    let totals: Vec<usize> = source_blocks
-        .iter()
-        .map(|range| {
-            range
-                .clone()
-                .map(|s| count[s as usize] as usize + extra_of(s).len())
-                .sum()
+    for i in 0..n {
+        received_start[i + 1] += received_start[i];
+    }
+    let mut received = vec![0u32; received_start[n] as usize];
+    let mut fill = received_start.clone();
+    for block in blocks {
+        for (src, dst) in block.reverse {
+            let slot = &mut fill[src as usize];
+            received[*slot as usize] = dst;
+            *slot += 1;
+        }
+    }
+    drop(fill);
+
+    // Pass 3: per source, the sorted union of both lists; sources in blocks in parallel, then
+    // written in index order.
+    let merged: Vec<(Vec<u32>, Vec<u32>)> = (0..n.div_ceil(SOURCE_BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let sources = b * SOURCE_BLOCK..((b + 1) * SOURCE_BLOCK).min(n);
+            let mut targets = Vec::new();
+            let mut union = Vec::new();
+            let mut lens = Vec::with_capacity(sources.len());
+            for s in sources {
+                let from = start[s] as usize;
+                let mine = &own[from..from + count[s] as usize];
+                let theirs = &received[received_start[s] as usize..received_start[s + 1] as usize];
+                union.clear();
+                union.extend_from_slice(mine);
+                union.extend_from_slice(theirs);
+                union.sort_unstable();
+                // a pair in both lists arrives twice
+                union.dedup();
+                targets.extend_from_slice(&union);
+                lens.push(union.len() as u32);
+            }
+            (targets, lens)
         })
         .collect();
-    let e: usize = totals.iter().sum();
+    drop((own, received));
+    let e: usize = merged.iter().map(|m| m.0.len()).sum();
     let mut index = vec![0i64; 2 * e];
     let (mut src_rest, mut dst_rest) = index.split_at_mut(e);
-    let mut parts = Vec::with_capacity(source_blocks.len());
-    for (range, &t) in source_blocks.into_iter().zip(&totals) {
-        let (src, s_tail) = src_rest.split_at_mut(t);
-        let (dst, d_tail) = dst_rest.split_at_mut(t);
-        parts.push((range, src, dst));
+    let mut parts = Vec::with_capacity(merged.len());
+    for (b, m) in merged.iter().enumerate() {
+        let (src, s_tail) = src_rest.split_at_mut(m.0.len());
+        let (dst, d_tail) = dst_rest.split_at_mut(m.0.len());
+        parts.push((b * SOURCE_BLOCK, m, src, dst));
         src_rest = s_tail;
         dst_rest = d_tail;
     }
-    parts.into_par_iter().for_each(|(range, src, dst)| {
-        let mut k = 0;
-        for s in range {
-            let (own, more) = (edges_of(s), extra_of(s));
-            for (slot, &d) in dst[k..].iter_mut().zip(own.iter().chain(more)) {
+    parts
+        .into_par_iter()
+        .for_each(|(first_source, (targets, lens), src, dst)| {
+            for (slot, &d) in dst.iter_mut().zip(targets) {
                 *slot = d as i64;
             }
-            let len = own.len() + more.len();
-            src[k..k + len].fill(s as i64);
-            if !more.is_empty() {
-                dst[k..k + len].sort_unstable();
+            let mut k = 0;
+            for (s, &len) in (first_source..).zip(lens) {
+                src[k..k + len as usize].fill(s as i64);
+                k += len as usize;
             }
-            k += len;
-        }
-    });
+        });
     index
 }
 
@@ -843,6 +896,21 @@ pub(crate) mod tests {
                 let (points, _) = thin_cloud(&mut rng, 400, dim);
                 grid_pairs(&points, dim, radius, 16);
             }
+        }
+    }
+
+    #[test]
+    fn knn_bound_skips_cells_and_stays_exact() {
+        // Dense clouds with the radius far above the knn-th neighbour's distance: the search
+        // bound tightens after the first cells; lattice points put many ties at that bound.
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        for (dim, knn) in [(4usize, 3usize), (8, 7), (12, 16)] {
+            let (mut points, _) = thin_cloud(&mut rng, 2500, dim);
+            for _ in 0..500 {
+                points.extend((0..dim).map(|_| rng.gen_range(0..6) as f32 * 0.0625));
+            }
+            let pairs = grid_pairs(&points, dim, 0.7, knn);
+            assert!(pairs.len() >= 3000 * knn / 2, "{} pairs", pairs.len());
         }
     }
 
