@@ -8,12 +8,14 @@
 //! would need too many cells), so every neighbour of a point lies in the block of 3^4 cells
 //! around it. A query visits that block nearest cells first; once it holds `knn` neighbours,
 //! the farthest of them bounds the rest of the search (cells farther away along the grid axes
-//! are skipped), which at pile-up 200 halves the candidates. Candidates pass two f32
+//! are skipped), which at pile-up 200 halves the candidates; it starts from a guess of that
+//! bound taken from the previous query (see `Grid::nearest`). Candidates pass two f32
 //! pre-tests (distance along the grid axes, then the full distance, each with a margin above
 //! its rounding) before the full-dimension f64 distance of the definition decides. Queries
-//! run in parallel over blocks of the sorted points; each hands the pairs of its list to
-//! their source (the radius-key order of the edge convention), and each source writes the
-//! sorted union of what it got, in index order: no global sort.
+//! run in parallel over blocks of the sorted points; each keeps the pairs of its list that it
+//! is the source of (the radius-key order of the edge convention) and hands the others to
+//! their source, bucketed in index order; each source writes the merged, sorted union of the
+//! two, in index order: no global sort.
 use rayon::prelude::*;
 
 use crate::edges::starts_at;
@@ -556,12 +558,13 @@ fn keep_nearest(near: &mut Vec<Key>, knn: usize) -> f64 {
 /// What one block of queries (in grid order) found: the members of each `N(s)` that `s` is
 /// the source of, and the others as (source, target) pairs for their source to collect.
 struct BlockTargets {
-    /// Original index of each query and how many targets it starts.
-    queries: Vec<(u32, u32)>,
-    /// The targets, query after query.
+    /// Original index of each query, how many targets it starts and how many it hands on.
+    queries: Vec<(u32, u32, u32)>,
+    /// The targets, sorted, query after query.
     targets: Vec<u32>,
-    /// Pairs `(src, dst)` with `src` in `N(dst)` but the source.
-    reverse: Vec<(u32, u32)>,
+    /// The members of each `N(s)` that are the source of their pair with `s`, query after
+    /// query.
+    reverse: Vec<u32>,
 }
 
 /// The radius graph of docs/DESIGN.md in its edge convention: `[src..., dst...]` (`[2, E]`),
@@ -599,51 +602,60 @@ pub fn radius_graph(
                 let s = grid.order[pos];
                 let kth = grid.nearest(pos, r * r, cfg.knn, guess * GUESS, &mut near, &mut passed);
                 guess = kth;
-                let first = out.targets.len();
+                let (first, handed) = (out.targets.len(), out.reverse.len());
                 for &(_, d) in near.iter() {
                     if starts_at(radius_key, s, d) {
                         out.targets.push(d);
                     } else {
-                        out.reverse.push((d, s));
+                        out.reverse.push(d);
                     }
                 }
-                out.queries.push((s, (out.targets.len() - first) as u32));
+                out.targets[first..].sort_unstable();
+                out.queries.push((
+                    s,
+                    (out.targets.len() - first) as u32,
+                    (out.reverse.len() - handed) as u32,
+                ));
             }
             out
         })
         .collect();
 
-    // Pass 2: each source's own targets, and the pairs found from their other end, bucketed
-    // by source (counting sort).
-    let mut start = vec![0u32; n];
-    let mut count = vec![0u32; n];
+    // Pass 2: each source's own targets, and the points that found it as the source of their
+    // pair, bucketed by source (counting sort) in index order, so each bucket is sorted.
+    let mut own_at = vec![(0u32, 0u32); n];
+    let mut handed_at = vec![(0u32, 0u32); n];
     let mut own = Vec::with_capacity(blocks.iter().map(|b| b.targets.len()).sum());
+    let mut handed = Vec::with_capacity(blocks.iter().map(|b| b.reverse.len()).sum());
     let mut received_start = vec![0u32; n + 1];
     for block in &blocks {
-        let mut offset = own.len();
-        own.extend_from_slice(&block.targets);
-        for &(s, c) in &block.queries {
-            start[s as usize] = offset as u32;
-            count[s as usize] = c;
-            offset += c as usize;
-        }
-        for &(src, _) in &block.reverse {
+        for &src in &block.reverse {
             received_start[src as usize + 1] += 1;
         }
+        let (mut o, mut h) = (own.len() as u32, handed.len() as u32);
+        for &(s, c, r) in &block.queries {
+            own_at[s as usize] = (o, c);
+            handed_at[s as usize] = (h, r);
+            o += c;
+            h += r;
+        }
+        own.extend_from_slice(&block.targets);
+        handed.extend_from_slice(&block.reverse);
     }
+    drop(blocks);
     for i in 0..n {
         received_start[i + 1] += received_start[i];
     }
     let mut received = vec![0u32; received_start[n] as usize];
     let mut fill = received_start.clone();
-    for block in blocks {
-        for (src, dst) in block.reverse {
+    for (s, &(from, len)) in handed_at.iter().enumerate() {
+        for &src in &handed[from as usize..(from + len) as usize] {
             let slot = &mut fill[src as usize];
-            received[*slot as usize] = dst;
+            received[*slot as usize] = s as u32;
             *slot += 1;
         }
     }
-    drop(fill);
+    drop((fill, handed, handed_at));
 
     // Pass 3: per source, the sorted union of both lists; sources in blocks in parallel, then
     // written in index order.
@@ -652,20 +664,14 @@ pub fn radius_graph(
         .map(|b| {
             let sources = b * SOURCE_BLOCK..((b + 1) * SOURCE_BLOCK).min(n);
             let mut targets = Vec::new();
-            let mut union = Vec::new();
             let mut lens = Vec::with_capacity(sources.len());
             for s in sources {
-                let from = start[s] as usize;
-                let mine = &own[from..from + count[s] as usize];
+                let (from, len) = own_at[s];
+                let mine = &own[from as usize..(from + len) as usize];
                 let theirs = &received[received_start[s] as usize..received_start[s + 1] as usize];
-                union.clear();
-                union.extend_from_slice(mine);
-                union.extend_from_slice(theirs);
-                union.sort_unstable();
-                // a pair in both lists arrives twice
-                union.dedup();
-                targets.extend_from_slice(&union);
-                lens.push(union.len() as u32);
+                let first = targets.len();
+                merge_sorted(mine, theirs, &mut targets);
+                lens.push((targets.len() - first) as u32);
             }
             (targets, lens)
         })
@@ -695,6 +701,19 @@ pub fn radius_graph(
             }
         });
     index
+}
+
+/// Append the union of two sorted lists without repeats (a pair in both lists once).
+fn merge_sorted(a: &[u32], b: &[u32], out: &mut Vec<u32>) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        out.push(x.min(y));
+        i += (x <= y) as usize;
+        j += (y <= x) as usize;
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
 }
 
 /// Sources handed to one rayon task when writing the edges.
