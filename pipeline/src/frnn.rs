@@ -453,8 +453,8 @@ impl Grid {
             *g = [below * below, above * above];
         }
         near.clear();
-        // The search radius: r2 until `knn` neighbours are known, then the last one's d2
-        // (inclusive: `limit` is the next f64 above it).
+        // The search bound: `start` until `knn` neighbours are known, then the last one's d2
+        // (inclusive: `limit` is the next f64 above it; below r2 when the bound is r2).
         let mut bound = start;
         let mut limit = if start < r2 { start.next_up() } else { r2 };
         let mut bounded = false;
