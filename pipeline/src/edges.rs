@@ -10,35 +10,56 @@ pub fn starts_at(radius: &[f32], a: u32, b: u32) -> bool {
     ra < rb || (ra == rb && a < b)
 }
 
+/// Values grouped by bucket, in the order they came (a stable counting sort): bucket `b`
+/// holds `values[offsets[b]..offsets[b + 1]]`. The CSR lists of the graph stages.
+pub(crate) struct Buckets<T> {
+    pub offsets: Vec<u32>,
+    pub values: Vec<T>,
+}
+
+impl<T: Copy + Default> Buckets<T> {
+    /// `n` buckets from `(bucket, value)` items; `items` is walked twice (count, then fill).
+    pub fn new(n: usize, items: impl Iterator<Item = (u32, T)> + Clone) -> Self {
+        let mut offsets = vec![0u32; n + 1];
+        for (b, _) in items.clone() {
+            offsets[b as usize + 1] += 1;
+        }
+        for i in 0..n {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut fill = offsets.clone();
+        let mut values = vec![T::default(); offsets[n] as usize];
+        for (b, v) in items {
+            let slot = &mut fill[b as usize];
+            values[*slot as usize] = v;
+            *slot += 1;
+        }
+        Self { offsets, values }
+    }
+
+    /// The values of bucket `b`.
+    #[inline]
+    pub fn of(&self, b: usize) -> &[T] {
+        &self.values[self.offsets[b] as usize..self.offsets[b + 1] as usize]
+    }
+}
+
 /// Orient spacepoint pairs (either order, repeats allowed) by `radius` and sort them by
 /// `(src, dst)`, dropping self-loops and repeated pairs. Returns `[src..., dst...]` (`[2, E]`).
 /// A counting sort over `src`, then a sort within each source: linear in the edge count.
 pub fn orient_and_sort(radius: &[f32], pairs: &[[u32; 2]]) -> Vec<i64> {
     let n = radius.len();
-    let mut offsets = vec![0u32; n + 1];
-    for &[a, b] in pairs {
-        if a != b {
-            let src = if starts_at(radius, a, b) { a } else { b };
-            offsets[src as usize + 1] += 1;
+    let oriented = pairs.iter().filter(|[a, b]| a != b).map(|&[a, b]| {
+        if starts_at(radius, a, b) {
+            (a, b)
+        } else {
+            (b, a)
         }
-    }
-    for i in 0..n {
-        offsets[i + 1] += offsets[i];
-    }
-    let mut fill = offsets.clone();
-    let mut targets = vec![0u32; offsets[n] as usize];
-    for &[a, b] in pairs {
-        if a != b {
-            let (src, dst) = if starts_at(radius, a, b) {
-                (a, b)
-            } else {
-                (b, a)
-            };
-            let slot = &mut fill[src as usize];
-            targets[*slot as usize] = dst;
-            *slot += 1;
-        }
-    }
+    });
+    let Buckets {
+        offsets,
+        values: mut targets,
+    } = Buckets::new(n, oriented);
     // Sort the targets of each source; sources are handed out in blocks of similar size.
     let mut segments: Vec<&mut [u32]> = Vec::with_capacity(n);
     let mut rest = targets.as_mut_slice();

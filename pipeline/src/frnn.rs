@@ -18,7 +18,7 @@
 //! two, in index order: no global sort.
 use rayon::prelude::*;
 
-use crate::edges::starts_at;
+use crate::edges::{starts_at, Buckets};
 use crate::error::{PipelineError, Result};
 use crate::stage::{edge_tensor, host_slice, EventData, ExecutionContext, GraphConstruction};
 
@@ -330,20 +330,13 @@ impl Grid {
             .par_iter()
             .map(|c| geo.linear(geo.cell_of(c)) as u32)
             .collect();
-        let mut start = vec![0u32; ncells + 1];
-        for &c in &cells {
-            start[c as usize + 1] += 1;
-        }
-        for c in 0..ncells {
-            start[c + 1] += start[c];
-        }
-        let mut fill = start.clone();
-        let mut order = vec![0u32; n];
-        for (i, &c) in cells.iter().enumerate() {
-            let slot = &mut fill[c as usize];
-            order[*slot as usize] = i as u32;
-            *slot += 1;
-        }
+        let Buckets {
+            offsets: start,
+            values: order,
+        } = Buckets::new(
+            ncells,
+            cells.iter().enumerate().map(|(i, &c)| (c, i as u32)),
+        );
         let mut sorted = vec![0f32; n * dim];
         sorted
             .par_chunks_exact_mut(dim)
@@ -583,6 +576,7 @@ pub fn radius_graph(
         return Vec::new();
     }
     let r = cfg.radius as f64;
+    let r2 = r * r;
     let grid = Grid::new(points, dim, cfg.radius);
 
     // Pass 1: N(s) of every point, split by which end of each pair is the source.
@@ -600,7 +594,7 @@ pub fn radius_graph(
             let mut guess = f64::INFINITY;
             for pos in positions {
                 let s = grid.order[pos];
-                let kth = grid.nearest(pos, r * r, cfg.knn, guess * GUESS, &mut near, &mut passed);
+                let kth = grid.nearest(pos, r2, cfg.knn, guess * GUESS, &mut near, &mut passed);
                 guess = kth;
                 let (first, handed) = (out.targets.len(), out.reverse.len());
                 for &(_, d) in near.iter() {
@@ -627,11 +621,7 @@ pub fn radius_graph(
     let mut handed_at = vec![(0u32, 0u32); n];
     let mut own = Vec::with_capacity(blocks.iter().map(|b| b.targets.len()).sum());
     let mut handed = Vec::with_capacity(blocks.iter().map(|b| b.reverse.len()).sum());
-    let mut received_start = vec![0u32; n + 1];
     for block in &blocks {
-        for &src in &block.reverse {
-            received_start[src as usize + 1] += 1;
-        }
         let (mut o, mut h) = (own.len() as u32, handed.len() as u32);
         for &(s, c, r) in &block.queries {
             own_at[s as usize] = (o, c);
@@ -643,19 +633,15 @@ pub fn radius_graph(
         handed.extend_from_slice(&block.reverse);
     }
     drop(blocks);
-    for i in 0..n {
-        received_start[i + 1] += received_start[i];
-    }
-    let mut received = vec![0u32; received_start[n] as usize];
-    let mut fill = received_start.clone();
-    for (s, &(from, len)) in handed_at.iter().enumerate() {
-        for &src in &handed[from as usize..(from + len) as usize] {
-            let slot = &mut fill[src as usize];
-            received[*slot as usize] = s as u32;
-            *slot += 1;
-        }
-    }
-    drop((fill, handed, handed_at));
+    let received = Buckets::new(
+        n,
+        handed_at.iter().enumerate().flat_map(|(s, &(from, len))| {
+            handed[from as usize..(from + len) as usize]
+                .iter()
+                .map(move |&src| (src, s as u32))
+        }),
+    );
+    drop((handed, handed_at));
 
     // Pass 3: per source, the sorted union of both lists; sources in blocks in parallel, then
     // written in index order.
@@ -668,7 +654,7 @@ pub fn radius_graph(
             for s in sources {
                 let (from, len) = own_at[s];
                 let mine = &own[from as usize..(from + len) as usize];
-                let theirs = &received[received_start[s] as usize..received_start[s + 1] as usize];
+                let theirs = received.of(s);
                 let first = targets.len();
                 merge_sorted(mine, theirs, &mut targets);
                 lens.push((targets.len() - first) as u32);

@@ -29,6 +29,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use crate::edges::Buckets;
 use crate::error::Result;
 use crate::stage::{host_slice, EventData, ExecutionContext, TrackBuilding, TrackLabels};
 
@@ -216,35 +217,6 @@ pub fn connected_components(
     label_components(&roots, |r| size[r as usize] >= min_len)
 }
 
-/// Outgoing adjacency in compressed rows: `targets[offsets[u]..offsets[u + 1]]`.
-struct Adjacency {
-    offsets: Vec<u32>,
-    targets: Vec<(u32, f32)>,
-}
-
-impl Adjacency {
-    fn new(n: usize, edges: impl Iterator<Item = (u32, u32, f32)> + Clone) -> Self {
-        let mut offsets = vec![0u32; n + 1];
-        for (s, _, _) in edges.clone() {
-            offsets[s as usize + 1] += 1;
-        }
-        for i in 0..n {
-            offsets[i + 1] += offsets[i];
-        }
-        let mut fill = offsets.clone();
-        let mut targets = vec![(0u32, 0f32); offsets[n] as usize];
-        for (s, d, w) in edges {
-            targets[fill[s as usize] as usize] = (d, w);
-            fill[s as usize] += 1;
-        }
-        Self { offsets, targets }
-    }
-
-    fn out(&self, u: u32) -> &[(u32, f32)] {
-        &self.targets[self.offsets[u as usize] as usize..self.offsets[u as usize + 1] as usize]
-    }
-}
-
 /// The walkthrough of the module documentation.
 pub fn walkthrough(n: usize, scored: ScoredEdges, cfg: &WalkthroughConfig) -> TrackLabels {
     let min_len = cfg.min_track_length.max(2);
@@ -294,16 +266,21 @@ pub fn walkthrough(n: usize, scored: ScoredEdges, cfg: &WalkthroughConfig) -> Tr
     }
 
     // The pruned walk graph: best edge above min_cut and every edge above high_cut.
-    let all = Adjacency::new(n, edges().filter(|&(s, _, _)| walk_node[s as usize]));
+    let all = Buckets::new(
+        n,
+        edges()
+            .filter(|&(s, _, _)| walk_node[s as usize])
+            .map(|(s, d, w)| (s, (d, w))),
+    );
     let mut kept: Vec<(u32, u32, f32)> = Vec::new();
     for u in (0..n as u32).filter(|&u| walk_node[u as usize]) {
         let mut best: Option<(u32, f32)> = None;
-        for &(d, w) in all.out(u) {
+        for &(d, w) in all.of(u as usize) {
             if w > cfg.min_cut && best.is_none_or(|(bd, bw)| w > bw || (w == bw && d < bd)) {
                 best = Some((d, w));
             }
         }
-        for &(d, w) in all.out(u) {
+        for &(d, w) in all.of(u as usize) {
             if Some((d, w)) == best || w > cfg.high_cut {
                 kept.push((u, d, w));
             }
@@ -315,7 +292,7 @@ pub fn walkthrough(n: usize, scored: ScoredEdges, cfg: &WalkthroughConfig) -> Tr
     for &(_, d, _) in &kept {
         indeg[d as usize] += 1;
     }
-    let walk = Adjacency::new(n, kept.iter().copied());
+    let walk = Buckets::new(n, kept.iter().map(|&(s, d, w)| (s, (d, w))));
     let mut heap: BinaryHeap<Reverse<u32>> = (0..n as u32)
         .filter(|&u| walk_node[u as usize] && indeg[u as usize] == 0)
         .map(Reverse)
@@ -325,7 +302,7 @@ pub fn walkthrough(n: usize, scored: ScoredEdges, cfg: &WalkthroughConfig) -> Tr
     while let Some(Reverse(u)) = heap.pop() {
         order.push(u);
         placed[u as usize] = true;
-        for &(d, _) in walk.out(u) {
+        for &(d, _) in walk.of(u as usize) {
             indeg[d as usize] -= 1;
             if indeg[d as usize] == 0 {
                 heap.push(Reverse(d));
@@ -357,7 +334,7 @@ pub fn walkthrough(n: usize, scored: ScoredEdges, cfg: &WalkthroughConfig) -> Tr
         stamp[start as usize] = walk_id;
         while let Some(u) = stack.pop() {
             reached.push(u);
-            for &(d, _) in walk.out(u) {
+            for &(d, _) in walk.of(u as usize) {
                 if !used[d as usize] && forward(u, d) && stamp[d as usize] != walk_id {
                     stamp[d as usize] = walk_id;
                     stack.push(d);
@@ -368,7 +345,7 @@ pub fn walkthrough(n: usize, scored: ScoredEdges, cfg: &WalkthroughConfig) -> Tr
         reached.sort_unstable_by_key(|&u| Reverse(position[u as usize]));
         for &u in &reached {
             let mut best: Option<(u32, f32, u32)> = None;
-            for &(d, w) in walk.out(u) {
+            for &(d, w) in walk.of(u as usize) {
                 if used[d as usize] || !forward(u, d) || stamp[d as usize] != walk_id {
                     continue;
                 }

@@ -15,6 +15,7 @@ use super::{
     in_tasks, FusedKernel, Spacepoints, EDGES_PER_TASK, GEOMETRY, NODES_PER_TASK, NODE_INPUTS,
     SPACEPOINT_INPUTS,
 };
+use crate::edges::Buckets;
 use crate::error::Result;
 use crate::model::TorchModel;
 
@@ -160,32 +161,11 @@ struct Graph {
 }
 
 /// Edge positions grouped by spacepoint (CSR), ascending within each.
-struct Adjacency {
-    offsets: Vec<u32>,
-    edges: Vec<u32>,
-}
+type Adjacency = Buckets<u32>;
 
-impl Adjacency {
-    fn new(n: usize, ends: &[u32]) -> Self {
-        let mut offsets = vec![0u32; n + 1];
-        for &i in ends {
-            offsets[i as usize + 1] += 1;
-        }
-        for i in 0..n {
-            offsets[i + 1] += offsets[i];
-        }
-        let mut next = offsets.clone();
-        let mut edges = vec![0u32; ends.len()];
-        for (k, &i) in ends.iter().enumerate() {
-            edges[next[i as usize] as usize] = k as u32;
-            next[i as usize] += 1;
-        }
-        Self { offsets, edges }
-    }
-
-    fn of(&self, node: usize) -> &[u32] {
-        &self.edges[self.offsets[node] as usize..self.offsets[node + 1] as usize]
-    }
+/// The positions of the edges at each end in `ends`.
+fn adjacency(n: usize, ends: &[u32]) -> Adjacency {
+    Buckets::new(n, ends.iter().enumerate().map(|(k, &i)| (i, k as u32)))
 }
 
 impl Graph {
@@ -218,8 +198,8 @@ impl Graph {
         let dst: Vec<u32> = order.iter().map(|&k| dst[k as usize]).collect();
         let n = is_strip.len();
         Self {
-            incoming: Adjacency::new(n, &dst),
-            outgoing: Adjacency::new(n, &src),
+            incoming: adjacency(n, &dst),
+            outgoing: adjacency(n, &src),
             is_strip,
             kinds,
             order,
