@@ -63,20 +63,23 @@ class TritonPythonModel:
             "gnn": params.gnn_model,
             "tracks": params.track_model or None,
         }.get(self.stage)
-        self.network = None
-        if network is not None:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated")
-                module = torch.jit.load(str(version_dir / network), map_location="cpu").eval()
-            keep_fp32 = self.stage == "tracks"  # the track-quality network runs in fp32
-            self.network = (
-                module.to(self.dtype) if self.dtype != torch.float32 and not keep_fp32 else module
-            )
+        refine = reference.gnn_refine_file(params) if self.stage == "gnn" else None
+        self.network = self._load(version_dir, network)
+        self.refine_network = self._load(version_dir, refine)
         self.module_map = (
             reference.read_module_map(version_dir / params.module_map)
             if self.stage == "module_map_graph"
             else None
         )
+
+    def _load(self, version_dir: Path, name: str | None):
+        if name is None:
+            return None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated")
+            module = torch.jit.load(str(version_dir / name), map_location="cpu").eval()
+        keep_fp32 = self.stage == "tracks"  # the track-quality network runs in fp32
+        return module.to(self.dtype) if self.dtype != torch.float32 and not keep_fp32 else module
 
     def execute(self, requests):
         responses = []
@@ -123,14 +126,15 @@ class TritonPythonModel:
             if self.stage == "embedding":
                 return {"EMBEDDING": ref.embed(self.network, x, p.embedding_batch)}
             edges = torch.from_numpy(self._input(request, "EDGE_INDEX").astype(np.int64))
-            chunk, cut = (
-                (p.filter_chunk, p.filter_cut) if self.stage == "filter" else (None, p.gnn_cut)
-            )
+            if self.stage == "filter":
+                passes = [(self.network, p.filter_cut, p.filter_chunk)]
+            else:
+                gnn_passes = ref.gnn_passes(p, self.network, self.refine_network)
+                passes = [(model, cut, None) for _, model, cut in gnn_passes]
             scores = torch.zeros(0)
-            if edges.shape[1] > 0:
-                scores = ref.edge_scores(self.network, x, edges, chunk)
-                keep = torch.nonzero(scores > cut).view(-1)
-                edges, scores = edges[:, keep], scores[keep]
+            for model, cut, chunk in passes:
+                if edges.shape[1] > 0:
+                    edges, scores = ref.classify_edges(model, x, edges, cut, chunk)
         kept = {"KEPT_EDGE_INDEX": np.ascontiguousarray(edges.numpy(), dtype=np.int64)}
         if self.stage == "gnn":
             kept["EDGE_SCORES"] = scores.numpy().astype(np.float32)

@@ -49,6 +49,12 @@ pub struct PipelineConfig {
     pub knn: usize,
     pub filter_cut: f32,
     pub gnn_cut: f32,
+    /// Second GNN pass: the first pass keeps edges above this score, the refining network
+    /// scores them again without the rest, and `gnn_cut` applies to those scores; `None`: one
+    /// pass.
+    pub gnn_refine_cut: Option<f32>,
+    /// The refining pass's network (file in the model folder); `None`: `gnn_model` again.
+    pub gnn_refine_model: Option<String>,
     pub track_builder: TrackBuilder,
     pub walk_min_cut: f32,
     pub walk_high_cut: f32,
@@ -90,6 +96,8 @@ impl Default for PipelineConfig {
             knn: 100,
             filter_cut: 0.05,
             gnn_cut: 0.5,
+            gnn_refine_cut: None,
+            gnn_refine_model: None,
             track_builder: TrackBuilder::ConnectedComponents,
             walk_min_cut: 0.1,
             walk_high_cut: 0.6,
@@ -122,6 +130,8 @@ pub const PARAMETER_KEYS: &[&str] = &[
     "knn",
     "filter_cut",
     "gnn_cut",
+    "gnn_refine_cut",
+    "gnn_refine_model",
     "track_builder",
     "walk_min_cut",
     "walk_high_cut",
@@ -162,8 +172,8 @@ fn parse_usize(key: &str, value: &str) -> Result<usize> {
         .map_err(|_| bad(key, value, "a non-negative integer"))
 }
 
-/// Values that switch an optional setting off (`walk_rescue_cut`, `walk_chain_cut`,
-/// `track_model`).
+/// Values that switch an optional setting off (`gnn_refine_cut`, `gnn_refine_model`,
+/// `walk_rescue_cut`, `walk_chain_cut`, `track_model`).
 fn is_off(value: &str) -> bool {
     matches!(
         value.trim().to_ascii_lowercase().as_str(),
@@ -196,6 +206,15 @@ fn parse_file(key: &str, value: &str) -> Result<String> {
     Ok(name.to_string())
 }
 
+/// A file name that `none`/`off` switches off.
+fn parse_optional_file(key: &str, value: &str) -> Result<Option<String>> {
+    if is_off(value) {
+        Ok(None)
+    } else {
+        parse_file(key, value).map(Some)
+    }
+}
+
 impl PipelineConfig {
     /// Set one parameter from its text form; unknown keys and malformed values are errors.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
@@ -216,6 +235,8 @@ impl PipelineConfig {
             "knn" => self.knn = parse_usize(key, value)?,
             "filter_cut" => self.filter_cut = parse_f32(key, value)?,
             "gnn_cut" => self.gnn_cut = parse_f32(key, value)?,
+            "gnn_refine_cut" => self.gnn_refine_cut = parse_optional_f32(key, value)?,
+            "gnn_refine_model" => self.gnn_refine_model = parse_optional_file(key, value)?,
             "track_builder" => {
                 self.track_builder = match v {
                     "cc" | "connected_components" => TrackBuilder::ConnectedComponents,
@@ -228,13 +249,7 @@ impl PipelineConfig {
             "min_track_length" => self.min_track_length = parse_usize(key, value)?,
             "walk_rescue_cut" => self.walk_rescue_cut = parse_optional_f32(key, value)?,
             "walk_chain_cut" => self.walk_chain_cut = parse_optional_f32(key, value)?,
-            "track_model" => {
-                self.track_model = if is_off(value) {
-                    None
-                } else {
-                    Some(parse_file(key, value)?)
-                }
-            }
+            "track_model" => self.track_model = parse_optional_file(key, value)?,
             "track_cut" => self.track_cut = parse_f32(key, value)?,
             "precision" => {
                 self.precision = match v {
@@ -304,6 +319,9 @@ impl PipelineConfig {
         unit("walk_min_cut", self.walk_min_cut)?;
         unit("walk_high_cut", self.walk_high_cut)?;
         unit("track_cut", self.track_cut)?;
+        if let Some(cut) = self.gnn_refine_cut {
+            unit("gnn_refine_cut", cut)?;
+        }
         if let Some(cut) = self.walk_rescue_cut {
             unit("walk_rescue_cut", cut)?;
         }
@@ -340,6 +358,14 @@ impl PipelineConfig {
     }
     pub fn gnn_path(&self) -> PathBuf {
         self.model_dir.join(&self.gnn_model)
+    }
+    /// The refining GNN pass's network, when `gnn_refine_cut` asks for the pass.
+    pub fn gnn_refine_path(&self) -> Option<PathBuf> {
+        self.gnn_refine_cut?;
+        Some(
+            self.model_dir
+                .join(self.gnn_refine_model.as_ref().unwrap_or(&self.gnn_model)),
+        )
     }
     pub fn track_model_path(&self) -> Option<PathBuf> {
         self.track_model.as_ref().map(|m| self.model_dir.join(m))
@@ -470,6 +496,8 @@ mod tests {
             ("knn", "50"),
             ("filter_cut", "0.1"),
             ("gnn_cut", "0.6"),
+            ("gnn_refine_cut", "0.02"),
+            ("gnn_refine_model", "g2.pt"),
             ("track_builder", "walkthrough"),
             ("walk_min_cut", "0.2"),
             ("walk_high_cut", "0.7"),
@@ -510,6 +538,9 @@ mod tests {
         assert!(cfg.allow_cpu_fallback);
         assert_eq!(cfg.gnn_path(), PathBuf::from("./g.pt"));
         assert_eq!(cfg.track_model_path(), Some(PathBuf::from("./t.pt")));
+        assert_eq!(cfg.gnn_refine_path(), Some(PathBuf::from("./g2.pt")));
+        cfg.set("gnn_refine_model", "none").unwrap();
+        assert_eq!(cfg.gnn_refine_path(), Some(PathBuf::from("./g.pt")));
         assert_eq!((cfg.walk_rescue_cut, cfg.track_cut), (Some(0.1), 0.8));
         assert_eq!(cfg.walkthrough().rescue_cut, Some(0.1));
         assert_eq!(cfg.walkthrough().chain_cut, Some(0.15));
@@ -517,7 +548,9 @@ mod tests {
             cfg.set("walk_rescue_cut", off).unwrap();
             cfg.set("walk_chain_cut", off).unwrap();
             cfg.set("track_model", off).unwrap();
+            cfg.set("gnn_refine_cut", off).unwrap();
             assert_eq!((cfg.walk_rescue_cut, cfg.track_model_path()), (None, None));
+            assert_eq!(cfg.gnn_refine_path(), None);
             assert_eq!(cfg.walkthrough().chain_cut, None);
         }
     }
@@ -537,6 +570,8 @@ mod tests {
             ("walk_chain_cut", "high"),
             ("track_model", "../t.pt"),
             ("track_cut", "nan"),
+            ("gnn_refine_cut", "high"),
+            ("gnn_refine_model", "/abs/g2.pt"),
         ] {
             let err = cfg.set(k, v).unwrap_err().to_string();
             assert!(err.contains(k), "{err}");
@@ -584,6 +619,7 @@ mod tests {
             ("track_cut", "1"),
             ("walk_rescue_cut", "-0.2"),
             ("walk_chain_cut", "1.2"),
+            ("gnn_refine_cut", "1"),
         ] {
             let mut cfg = PipelineConfig::default();
             cfg.set(k, v).unwrap();

@@ -125,19 +125,31 @@ impl Pipeline {
             },
             &ctx,
         )?;
-        let gnn = TorchEdgeClassifier::load(
-            &EdgeClassifierConfig {
-                name: "gnn",
-                model: cfg.gnn_path(),
-                cut: cfg.gnn_cut,
-                chunk: None,
-                fused: cfg.fused_kernels,
-            },
-            &ctx,
-        )?;
+        // With a refining pass the first GNN pass only thins the graph (at gnn_refine_cut) and
+        // the second's scores meet gnn_cut.
+        let gnn_stage = |name, model, cut| {
+            TorchEdgeClassifier::load(
+                &EdgeClassifierConfig {
+                    name,
+                    model,
+                    cut,
+                    chunk: None,
+                    fused: cfg.fused_kernels,
+                },
+                &ctx,
+            )
+        };
+        let mut classifiers = vec![filter];
+        match (cfg.gnn_refine_cut, cfg.gnn_refine_path()) {
+            (Some(first_cut), Some(refine)) => {
+                classifiers.push(gnn_stage("gnn", cfg.gnn_path(), first_cut)?);
+                classifiers.push(gnn_stage("gnn_refine", refine, cfg.gnn_cut)?);
+            }
+            _ => classifiers.push(gnn_stage("gnn", cfg.gnn_path(), cfg.gnn_cut)?),
+        }
 
         // Every network must read the same feature width.
-        let mut models = vec![filter.model(), gnn.model()];
+        let mut models: Vec<_> = classifiers.iter().map(|c| c.model()).collect();
         if let Some(e) = &embedding {
             models.insert(0, e.model());
         }
@@ -177,7 +189,10 @@ impl Pipeline {
             num_features,
             embedding,
             graph,
-            classifiers: vec![Box::new(filter), Box::new(gnn)],
+            classifiers: classifiers
+                .into_iter()
+                .map(|c| Box::new(c) as Box<dyn EdgeClassifier>)
+                .collect(),
             track_builder,
             track_quality,
             fit: FitConfig::default(),

@@ -295,8 +295,9 @@ fn the_fused_kernels_score_as_libtorch_does() {
         TorchEdgeClassifier::load(&cfg, &ctx).unwrap()
     };
     let served = Path::new(env!("CARGO_MANIFEST_DIR")).join("../model_repository/exatrkx/1");
-    for (name, cut) in [("filter", 0.01), ("gnn", 0.5)] {
-        let file = served.join(format!("{name}.pt"));
+    // the refining pass runs the GNN's kernel
+    for (name, cut) in [("filter", 0.01), ("gnn", 0.5), ("gnn_refine", 0.5)] {
+        let file = served.join(format!("{}.pt", name.trim_end_matches("_refine")));
         let fused = load(name, file.clone(), true);
         let plain = load(name, file, false);
         assert!(!plain.is_fused(), "{name}");
@@ -347,4 +348,97 @@ fn the_cpu_kernels_setting_is_checked() {
         err.contains("cpu_kernels") && err.contains("'auto' or 'torch'"),
         "{err}"
     );
+}
+
+/// The refining pass scores exactly the first pass's edges above `gnn_refine_cut`, as its
+/// network scores that graph alone, and `gnn_cut` applies to those scores.
+#[test]
+fn the_refining_gnn_pass_rescores_the_thinned_graph() {
+    use exatrkx_pipeline::edge_classifier::{EdgeClassifierConfig, TorchEdgeClassifier};
+    use exatrkx_pipeline::ExecutionContext;
+    let (features, _) = fixture_event();
+    let n = features.len() / 9;
+    let want = OutputRequest {
+        edges: true,
+        tracks: false,
+    };
+    let run = |params: &[(&str, &str)]| {
+        Pipeline::new(config(params))
+            .unwrap()
+            .run(&input(&features, None), want)
+            .unwrap()
+    };
+    // cuts at the medians, whatever the fixture network's scores are
+    let median = |out: &exatrkx_pipeline::EventOutput| {
+        let mut s = out.edge_scores.clone().unwrap();
+        s.sort_by(f32::total_cmp);
+        s[s.len() / 2].to_string()
+    };
+    let first_cut = median(&run(&[("gnn_cut", "0")]));
+    let first = run(&[("gnn_cut", &first_cut)]);
+    let refined = run(&[("gnn_refine_cut", &first_cut), ("gnn_cut", "0")]);
+    let stages: Vec<&str> = refined.timings.iter().map(|t| t.stage).collect();
+    assert_eq!(
+        stages,
+        [
+            "embedding",
+            "graph",
+            "filter",
+            "gnn",
+            "gnn_refine",
+            "tracks"
+        ]
+    );
+    let kept = first.edge_index.as_ref().unwrap();
+    assert!(kept.len() > 2 && first.graph_sizes[1] > first.graph_sizes[2]);
+    assert_eq!(refined.edge_index.as_ref(), Some(kept));
+
+    // the same network on the thinned graph alone gives the refined scores, not the first ones
+    let _no_grad = tch::no_grad_guard();
+    let gnn = TorchEdgeClassifier::load(
+        &EdgeClassifierConfig {
+            name: "gnn",
+            model: model_folder().join("1/gnn.pt"),
+            cut: 0.0,
+            chunk: None,
+            fused: true,
+        },
+        &ExecutionContext::cpu(),
+    )
+    .unwrap();
+    let x = tch::Tensor::from_slice(&features).view([n as i64, 9]);
+    let edges = tch::Tensor::from_slice(kept).view([2, (kept.len() / 2) as i64]);
+    let alone = Vec::<f32>::try_from(gnn.scores(&x, &edges).unwrap()).unwrap();
+    let scores = refined.edge_scores.as_ref().unwrap();
+    let worst = alone
+        .iter()
+        .zip(scores)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-5, "refined scores differ by {worst}");
+    assert_ne!(first.edge_scores.as_ref(), Some(scores));
+
+    // gnn_cut keeps the refined scores above it, in the same order
+    let cut_text = median(&refined);
+    let cut: f32 = cut_text.parse().unwrap();
+    let strict = run(&[("gnn_refine_cut", &first_cut), ("gnn_cut", &cut_text)]);
+    let above: Vec<usize> = (0..scores.len()).filter(|&i| scores[i] > cut).collect();
+    assert!(!above.is_empty() && above.len() < scores.len());
+    let m = scores.len();
+    let expect: Vec<i64> = above
+        .iter()
+        .map(|&i| kept[i])
+        .chain(above.iter().map(|&i| kept[m + i]))
+        .collect();
+    assert_eq!(strict.edge_index, Some(expect));
+
+    // a second network file for the pass must exist
+    let err = Pipeline::new(config(&[
+        ("gnn_refine_cut", "0.5"),
+        ("gnn_refine_model", "no_gnn2.pt"),
+    ]))
+    .err()
+    .expect("load must fail")
+    .to_string();
+    assert!(err.contains("no_gnn2.pt"), "{err}");
 }

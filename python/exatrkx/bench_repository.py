@@ -192,7 +192,7 @@ def pipeline_parameters(config_text: str) -> dict[str, str]:
 
 
 def _needed_files(params: reference.PipelineParameters) -> list[str]:
-    files = [params.filter_model, params.gnn_model]
+    files = [params.filter_model, *_gnn_files(params)]
     if params.track_model:
         files.append(params.track_model)
     if params.graph_construction == "radius":
@@ -200,12 +200,17 @@ def _needed_files(params: reference.PipelineParameters) -> list[str]:
     return [params.module_map, *files]
 
 
+def _gnn_files(params: reference.PipelineParameters) -> list[str]:
+    refine = reference.gnn_refine_file(params)
+    return [params.gnn_model] + ([refine] if refine not in (None, params.gnn_model) else [])
+
+
 def _stage_files(stage: str, params: reference.PipelineParameters) -> list[str]:
     return {
         "embedding": [params.embedding_model],
         "module_map_graph": [params.module_map],
         "filter": [params.filter_model],
-        "gnn": [params.gnn_model],
+        "gnn": _gnn_files(params),
         "tracks": [params.track_model] if params.track_model else [],
     }.get(stage, [])
 

@@ -21,7 +21,7 @@ import numpy as np
 from exatrkx import reference
 from exatrkx.bench_events import RUN_FEATURES
 
-STAGES = ("embedding", "graph", "filter", "gnn", "tracks", "track_quality")
+STAGES = ("embedding", "graph", "filter", "gnn", "gnn_refine", "tracks", "track_quality")
 
 
 @dataclass

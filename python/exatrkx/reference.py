@@ -48,6 +48,8 @@ PARAMETER_KEYS = (
     "knn",
     "filter_cut",
     "gnn_cut",
+    "gnn_refine_cut",
+    "gnn_refine_model",
     "track_builder",
     "walk_min_cut",
     "walk_high_cut",
@@ -96,8 +98,8 @@ _ALIASES = {
 }
 
 
-# values of the optional settings (walk_rescue_cut, walk_chain_cut, track_model) that switch
-# them off
+# values of the optional settings (gnn_refine_cut, gnn_refine_model, walk_rescue_cut,
+# walk_chain_cut, track_model) that switch them off
 _NONE = ("", "none", "off")
 
 
@@ -122,6 +124,8 @@ class PipelineParameters:
     knn: int = 100
     filter_cut: float = _f32("0.05")
     gnn_cut: float = _f32("0.5")
+    gnn_refine_cut: float | None = None  # None: one GNN pass
+    gnn_refine_model: str = ""  # "": the refining pass runs gnn_model again
     track_builder: str = "cc"
     walk_min_cut: float = _f32("0.1")
     walk_high_cut: float = _f32("0.6")
@@ -158,10 +162,10 @@ class PipelineParameters:
                 "track_cut",
             ):
                 setattr(self, key, _f32(v))
-            elif key in ("walk_rescue_cut", "walk_chain_cut"):
+            elif key in ("gnn_refine_cut", "walk_rescue_cut", "walk_chain_cut"):
                 setattr(self, key, None if v.lower() in _NONE else _f32(v))
-            elif key == "track_model":
-                self.track_model = "" if v.lower() in _NONE else v
+            elif key in ("track_model", "gnn_refine_model"):
+                setattr(self, key, "" if v.lower() in _NONE else v)
             elif key in (
                 "knn",
                 "min_track_length",
@@ -191,7 +195,8 @@ class PipelineParameters:
         if self.knn < 1:
             problems.append("knn must be at least 1")
         cuts = ["filter_cut", "gnn_cut", "walk_min_cut", "walk_high_cut", "track_cut"]
-        cuts += [k for k in ("walk_rescue_cut", "walk_chain_cut") if getattr(self, k) is not None]
+        optional = ("gnn_refine_cut", "walk_rescue_cut", "walk_chain_cut")
+        cuts += [k for k in optional if getattr(self, k) is not None]
         for key in cuts:
             if not 0.0 <= getattr(self, key) < 1.0:
                 problems.append(f"{key} = {getattr(self, key)} must be in [0, 1)")
@@ -433,6 +438,31 @@ def edge_scores(
         for s in range(0, e, step)
     ]
     return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def classify_edges(
+    model, x: torch.Tensor, edge_index: torch.Tensor, cut: float, chunk: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The edges scored above `cut` and their scores, in their order."""
+    scores = edge_scores(model, x, edge_index, chunk)
+    keep = torch.nonzero(scores > cut).view(-1)
+    return edge_index[:, keep], scores[keep]
+
+
+def gnn_refine_file(p: PipelineParameters) -> str | None:
+    """The refining GNN pass's network file, when `gnn_refine_cut` asks for the pass."""
+    if p.gnn_refine_cut is None:
+        return None
+    return p.gnn_refine_model or p.gnn_model
+
+
+def gnn_passes(p: PipelineParameters, gnn, gnn_refine) -> list[tuple[str, object, float]]:
+    """(stage, network, cut) of the GNN's passes: one at `gnn_cut`, or with a refining
+    network a first at `gnn_refine_cut` that thins the graph and the refining one, whose
+    scores of what is left meet `gnn_cut`."""
+    if gnn_refine is None:
+        return [("gnn", gnn, p.gnn_cut)]
+    return [("gnn", gnn, p.gnn_refine_cut), ("gnn_refine", gnn_refine, p.gnn_cut)]
 
 
 def _number_by_first_member(track_of: np.ndarray) -> np.ndarray:
@@ -720,6 +750,8 @@ class ReferencePipeline:
         )
         self.filter = load(params.filter_model)
         self.gnn = load(params.gnn_model)
+        refine = gnn_refine_file(params)
+        self.gnn_refine = None if refine is None else load(refine)
         self.module_map = (
             read_module_map(version_dir / params.module_map)
             if params.graph_construction == "module_map"
@@ -774,17 +806,15 @@ class ReferencePipeline:
             sizes = [edge_index.shape[1]]
             edges = torch.from_numpy(edge_index)
             scores = torch.zeros(0)
-            for stage, model, cut, chunk in (
-                ("filter", self.filter, p.filter_cut, p.filter_chunk),
-                ("gnn", self.gnn, p.gnn_cut, None),
-            ):
+            stages = [("filter", self.filter, p.filter_cut, p.filter_chunk)]
+            stages += [(*s, None) for s in gnn_passes(p, self.gnn, self.gnn_refine)]
+            for stage, model, cut, chunk in stages:
                 if edges.shape[1] > 0:
                     start = time.perf_counter()
-                    scores = edge_scores(model, x, edges, chunk)
-                    keep = torch.nonzero(scores > cut).view(-1)
-                    edges, scores = edges[:, keep], scores[keep]
+                    edges, scores = classify_edges(model, x, edges, cut, chunk)
                     timings[stage] = time.perf_counter() - start
                 sizes.append(edges.shape[1])
+            sizes = sizes[:2] + sizes[-1:]  # graph, filter, GNN (the last pass), as in Rust
         edge_index = edges.numpy()
         score_array = scores.numpy().astype(np.float32)
         labels, second_pass = timed("tracks", track_candidates, n, edge_index, score_array, p)

@@ -24,6 +24,7 @@ needs_rust = pytest.mark.skipif(
     [
         {},
         {"graph_construction": "module_map", "track_builder": "walkthrough"},
+        {"gnn_refine_cut": "0.3", "gnn_refine_model": "gnn.pt", "track_builder": "walkthrough"},
     ],
 )
 def test_run_writes_the_reference_labels(tmp_path, params):
@@ -106,6 +107,33 @@ def test_run_writes_the_final_graph(tmp_path):
     (all_edges, all_scores), (kept, _) = written[0.0], written[0.5]
     assert kept.shape[1] < all_edges.shape[1]
     assert np.array_equal(all_edges[:, all_scores > 0.5], kept)
+
+
+@needs_rust
+def test_the_refining_gnn_pass_scores_the_thinned_graph_as_the_reference(tmp_path):
+    events = rust_tools.simulate(tmp_path / "events", mu=3, events=1, seed=44)
+    x = trackml.features(trackml.read_event(events, 0))
+
+    def written(name: str, **params: str) -> tuple[np.ndarray, np.ndarray]:
+        args = ["run", "--events", events, "--out", tmp_path / "labels", "--model", MODEL]
+        for key, value in params.items():
+            args += ["--param", f"{key}={value}"]
+        rust_tools.run(rust_tools.EXATRKX, *args, "--edges-out", tmp_path / name)
+        prefix = tmp_path / name / "event000000000"
+        return np.load(f"{prefix}-edges.npy"), np.load(f"{prefix}-scores.npy")
+
+    all_edges, first_scores = written("one", gnn_cut="0")
+    cut = repr(float(np.median(first_scores)))  # whatever the fixture network scores
+    edges, scores = written("two", gnn_cut="0", gnn_refine_cut=cut)
+    thinned = first_scores > np.float32(cut)
+    assert 0 < thinned.sum() < len(first_scores)
+    assert np.array_equal(edges, all_edges[:, thinned])
+    assert not np.allclose(scores, first_scores[thinned], atol=1e-3)
+    params = reference.load_parameters(MODEL, {"gnn_cut": "0", "gnn_refine_cut": cut})
+    expected = reference.ReferencePipeline(MODEL / "1", params).run(x)
+    assert np.array_equal(edges, expected.edge_index)
+    np.testing.assert_allclose(scores, expected.edge_scores, atol=1e-5)
+    assert expected.graph_sizes == [expected.graph_sizes[0], len(first_scores), len(scores)]
 
 
 @needs_rust
