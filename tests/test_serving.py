@@ -82,7 +82,7 @@ def test_metadata_and_config_follow_the_contract(server):
     assert optional == {"FEATURES": False, "MODULE_ID": True}
     assert [g["kind"] for g in config["instance_group"]] == ["KIND_CPU"]
     keys = design_parameter_keys()
-    assert len(keys) == 25 and {"gpu_filter_chunk", "walk_chain_cut", "cpu_kernels"} <= set(keys)
+    assert len(keys) == 27 and {"gpu_filter_chunk", "walk_chain_cut", "gnn_refine_cut"} <= set(keys)
     assert sorted(config["parameters"]) == sorted(keys)
     assert config["parameters"]["max_spacepoints"]["string_value"] == str(MAX_SPACEPOINTS)
 

@@ -133,8 +133,9 @@ def write_random_models(
     gnn_iterations: int = 2,
     score_gain: float = 20.0,
 ) -> dict[str, Path]:
-    """Script seeded random models into `embed.pt`, `filter.pt`, `gnn.pt` and `tracks.pt` (the
-    track-quality network, which the project's config switches on) in `directory`."""
+    """Script seeded random models into `embed.pt`, `filter.pt`, `gnn.pt`, `tracks.pt` (the
+    track-quality network) and `gnn2.pt` (the refining GNN pass), the files the project's
+    config names, in `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
@@ -144,18 +145,19 @@ def write_random_models(
             "filter.pt": EdgeFilterNet(num_features, hidden),
             "gnn.pt": InteractionGNN(num_features, max(hidden // 2, 4), gnn_iterations),
         }
-        # Random networks score every edge almost alike; a larger last layer spreads the
-        # scores so that the cuts keep some edges and drop others.
-        for name in ("filter.pt", "gnn.pt"):
-            last = [m for m in models[name].modules() if isinstance(m, nn.Linear)][-1]
-            with torch.no_grad():
-                last.weight.mul_(score_gain)
-                last.bias.mul_(score_gain)
         # random track scores spread around 0.8: the served track_cut drops some candidates
         tracks = TrackQualityNet(hidden=8, layers=1)
         with torch.no_grad():
             tracks.mlp[-1].bias.add_(1.4)
         models["tracks.pt"] = tracks
+        models["gnn2.pt"] = InteractionGNN(num_features, max(hidden // 2, 4), gnn_iterations)
+        # Random networks score every edge almost alike; a larger last layer spreads the
+        # scores so that the cuts keep some edges and drop others.
+        for name in ("filter.pt", "gnn.pt", "gnn2.pt"):
+            last = [m for m in models[name].modules() if isinstance(m, nn.Linear)][-1]
+            with torch.no_grad():
+                last.weight.mul_(score_gain)
+                last.bias.mul_(score_gain)
     written = {}
     for name, model in models.items():
         path = directory / name
