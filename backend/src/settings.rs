@@ -17,7 +17,14 @@ pub const TRACK_COLUMNS: usize = 8;
 /// Placeholder Triton does not expand itself; we replace it by the model folder.
 pub const MODEL_DIRECTORY_VAR: &str = "$$TRITON_MODEL_DIRECTORY";
 
-const FILE_PARAMETERS: [&str; 4] = ["embedding_model", "filter_model", "gnn_model", "module_map"];
+const FILE_PARAMETERS: [&str; 6] = [
+    "embedding_model",
+    "filter_model",
+    "gnn_model",
+    "gnn_refine_model",
+    "module_map",
+    "track_model",
+];
 
 /// The contract of one tensor: data type and dims (`-1` = any size).
 struct Contract {
@@ -403,6 +410,10 @@ mod tests {
             &v,
         );
         assert_eq!(ok.unwrap(), "maps/mm.csv");
+        for key in ["gnn_refine_model", "track_model"] {
+            let ok = resolve_value(key, "$$TRITON_MODEL_DIRECTORY/1/t.pt", &m, &v);
+            assert_eq!(ok.unwrap(), "t.pt", "{key}");
+        }
         let err = resolve_value("gnn_model", "$$TRITON_MODEL_DIRECTORY/gnn.pt", &m, &v);
         assert!(err.unwrap_err().message().contains("'gnn_model'"));
         assert_eq!(resolve_value("knn", "12", &m, &v).unwrap(), "12");
