@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,11 +74,9 @@ class TritonPythonModel:
     def _load(self, version_dir: Path, name: str | None):
         if name is None:
             return None
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated")
-            module = torch.jit.load(str(version_dir / name), map_location="cpu").eval()
-        keep_fp32 = self.stage == "tracks"  # the track-quality network runs in fp32
-        return module.to(self.dtype) if self.dtype != torch.float32 and not keep_fp32 else module
+        # the track-quality network runs in fp32
+        dtype = torch.float32 if self.stage == "tracks" else self.dtype
+        return self.reference.load_network(version_dir / name, dtype)
 
     def execute(self, requests):
         responses = []

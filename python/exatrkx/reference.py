@@ -440,6 +440,15 @@ def edge_scores(
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
+def load_network(path: Path, dtype: torch.dtype = torch.float32):
+    """A TorchScript network on the CPU in eval mode, converted to `dtype` unless fp32."""
+    with warnings.catch_warnings():
+        # TorchScript is the contract of docs/DESIGN.md (libtorch loads it in Rust).
+        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated")
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+    return module.to(dtype) if dtype != torch.float32 else module
+
+
 def classify_edges(
     model, x: torch.Tensor, edge_index: torch.Tensor, cut: float, chunk: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -739,11 +748,7 @@ class ReferencePipeline:
         version_dir = Path(version_dir)
 
         def load(name: str, dtype: torch.dtype = self.dtype):
-            with warnings.catch_warnings():
-                # TorchScript is the contract of docs/DESIGN.md (libtorch loads it in Rust).
-                warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated")
-                module = torch.jit.load(str(version_dir / name), map_location="cpu").eval()
-            return module.to(dtype) if dtype != torch.float32 else module
+            return load_network(version_dir / name, dtype)
 
         self.embedding = (
             load(params.embedding_model) if params.graph_construction == "radius" else None
