@@ -49,10 +49,10 @@ pub struct PipelineConfig {
     pub knn: usize,
     pub filter_cut: f32,
     pub gnn_cut: f32,
-    /// Second GNN pass: the first pass keeps edges above this score, the refining network
-    /// scores them again without the rest, and `gnn_cut` applies to those scores; `None`: one
-    /// pass.
-    pub gnn_refine_cut: Option<f32>,
+    /// Refining GNN passes, one per cut: the pass before keeps edges above the cut, the
+    /// refining network scores them again without the rest, and `gnn_cut` applies to the last
+    /// pass's scores; empty: one pass.
+    pub gnn_refine_cut: Vec<f32>,
     /// The refining pass's network (file in the model folder); `None`: `gnn_model` again.
     pub gnn_refine_model: Option<String>,
     pub track_builder: TrackBuilder,
@@ -96,7 +96,7 @@ impl Default for PipelineConfig {
             knn: 100,
             filter_cut: 0.05,
             gnn_cut: 0.5,
-            gnn_refine_cut: None,
+            gnn_refine_cut: Vec::new(),
             gnn_refine_model: None,
             track_builder: TrackBuilder::ConnectedComponents,
             walk_min_cut: 0.1,
@@ -190,6 +190,29 @@ fn parse_optional_f32(key: &str, value: &str) -> Result<Option<f32>> {
     }
 }
 
+/// Most refining GNN passes one configuration may ask for.
+pub const MAX_REFINE_PASSES: usize = 3;
+
+/// Cuts separated by commas or spaces; `none`/`off` gives none.
+fn parse_cut_list(key: &str, value: &str) -> Result<Vec<f32>> {
+    if is_off(value) {
+        return Ok(Vec::new());
+    }
+    let cuts = value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|part| !part.is_empty())
+        .map(|part| parse_f32(key, part).map_err(|_| bad(key, value, "cuts separated by commas")))
+        .collect::<Result<Vec<_>>>()?;
+    if cuts.len() > MAX_REFINE_PASSES {
+        return Err(bad(
+            key,
+            value,
+            &format!("at most {MAX_REFINE_PASSES} cuts (one per refining pass)"),
+        ));
+    }
+    Ok(cuts)
+}
+
 fn parse_file(key: &str, value: &str) -> Result<String> {
     let name = value.trim();
     let path = std::path::Path::new(name);
@@ -235,7 +258,7 @@ impl PipelineConfig {
             "knn" => self.knn = parse_usize(key, value)?,
             "filter_cut" => self.filter_cut = parse_f32(key, value)?,
             "gnn_cut" => self.gnn_cut = parse_f32(key, value)?,
-            "gnn_refine_cut" => self.gnn_refine_cut = parse_optional_f32(key, value)?,
+            "gnn_refine_cut" => self.gnn_refine_cut = parse_cut_list(key, value)?,
             "gnn_refine_model" => self.gnn_refine_model = parse_optional_file(key, value)?,
             "track_builder" => {
                 self.track_builder = match v {
@@ -319,7 +342,7 @@ impl PipelineConfig {
         unit("walk_min_cut", self.walk_min_cut)?;
         unit("walk_high_cut", self.walk_high_cut)?;
         unit("track_cut", self.track_cut)?;
-        if let Some(cut) = self.gnn_refine_cut {
+        for &cut in &self.gnn_refine_cut {
             unit("gnn_refine_cut", cut)?;
         }
         if let Some(cut) = self.walk_rescue_cut {
@@ -359,9 +382,11 @@ impl PipelineConfig {
     pub fn gnn_path(&self) -> PathBuf {
         self.model_dir.join(&self.gnn_model)
     }
-    /// The refining GNN pass's network, when `gnn_refine_cut` asks for the pass.
+    /// The refining GNN passes' network, when `gnn_refine_cut` asks for passes.
     pub fn gnn_refine_path(&self) -> Option<PathBuf> {
-        self.gnn_refine_cut?;
+        if self.gnn_refine_cut.is_empty() {
+            return None;
+        }
         Some(
             self.model_dir
                 .join(self.gnn_refine_model.as_ref().unwrap_or(&self.gnn_model)),
@@ -553,6 +578,33 @@ mod tests {
             assert_eq!(cfg.gnn_refine_path(), None);
             assert_eq!(cfg.walkthrough().chain_cut, None);
         }
+    }
+
+    #[test]
+    fn refining_passes_take_a_list_of_cuts() {
+        let mut cfg = PipelineConfig::default();
+        for (text, cuts) in [
+            ("0.02", vec![0.02]),
+            ("0.02,0.05", vec![0.02, 0.05]),
+            (" 0.02, 0.05 0.1 ", vec![0.02, 0.05, 0.1]),
+            ("off", vec![]),
+        ] {
+            cfg.set("gnn_refine_cut", text).unwrap();
+            assert_eq!(cfg.gnn_refine_cut, cuts, "{text}");
+        }
+        for text in ["0.02,high", "0.1,0.2,0.3,0.4"] {
+            let err = cfg.set("gnn_refine_cut", text).unwrap_err().to_string();
+            assert!(
+                err.contains("gnn_refine_cut") && err.contains(text),
+                "{err}"
+            );
+        }
+        cfg.set("gnn_refine_cut", "0.02,1.5").unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("gnn_refine_cut") && err.contains("1.5"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use tracing::{debug, debug_span, info, info_span};
 
-use crate::config::{DeviceKind, GraphMethod, PipelineConfig, TrackBuilder};
+use crate::config::{DeviceKind, GraphMethod, PipelineConfig, TrackBuilder, MAX_REFINE_PASSES};
 use crate::edge_classifier::{EdgeClassifierConfig, TorchEdgeClassifier};
 use crate::embedding::{Embedding, EmbeddingConfig};
 use crate::error::{PipelineError, Result};
@@ -19,6 +19,9 @@ use crate::stage::{
 };
 use crate::track_building::{ConnectedComponents, ScoredEdges, Walkthrough};
 use crate::track_quality::TrackQuality;
+
+/// Stage names of the refining GNN passes, in order.
+const REFINE_STAGES: [&str; MAX_REFINE_PASSES] = ["gnn_refine", "gnn_refine2", "gnn_refine3"];
 
 /// The loaded models and stages of one pipeline (one per Triton model instance).
 pub struct Pipeline {
@@ -125,8 +128,8 @@ impl Pipeline {
             },
             &ctx,
         )?;
-        // With a refining pass the first GNN pass only thins the graph (at gnn_refine_cut) and
-        // the second's scores meet gnn_cut.
+        // With refining passes each pass before the last only thins the graph (at its
+        // gnn_refine_cut) and the last one's scores meet gnn_cut.
         let gnn_stage = |name, model, cut| {
             TorchEdgeClassifier::load(
                 &EdgeClassifierConfig {
@@ -140,12 +143,14 @@ impl Pipeline {
             )
         };
         let mut classifiers = vec![filter];
-        match (cfg.gnn_refine_cut, cfg.gnn_refine_path()) {
-            (Some(first_cut), Some(refine)) => {
-                classifiers.push(gnn_stage("gnn", cfg.gnn_path(), first_cut)?);
-                classifiers.push(gnn_stage("gnn_refine", refine, cfg.gnn_cut)?);
+        let thinning = &cfg.gnn_refine_cut;
+        let first_cut = thinning.first().copied().unwrap_or(cfg.gnn_cut);
+        classifiers.push(gnn_stage("gnn", cfg.gnn_path(), first_cut)?);
+        if let Some(refine) = cfg.gnn_refine_path() {
+            for (pass, name) in REFINE_STAGES.iter().take(thinning.len()).enumerate() {
+                let cut = thinning.get(pass + 1).copied().unwrap_or(cfg.gnn_cut);
+                classifiers.push(gnn_stage(name, refine.clone(), cut)?);
             }
-            _ => classifiers.push(gnn_stage("gnn", cfg.gnn_path(), cfg.gnn_cut)?),
         }
 
         // Every network must read the same feature width.

@@ -350,7 +350,8 @@ fn the_cpu_kernels_setting_is_checked() {
 }
 
 /// The refining pass scores exactly the first pass's edges above `gnn_refine_cut`, as its
-/// network scores that graph alone, and `gnn_cut` applies to those scores.
+/// network scores that graph alone, and `gnn_cut` applies to those scores; a second cut in
+/// `gnn_refine_cut` adds a pass on what the first refining pass keeps.
 #[test]
 fn the_refining_gnn_pass_rescores_the_thinned_graph() {
     use exatrkx_pipeline::edge_classifier::{EdgeClassifierConfig, TorchEdgeClassifier};
@@ -422,6 +423,21 @@ fn the_refining_gnn_pass_rescores_the_thinned_graph() {
         .chain(above.iter().map(|&i| kept[m + i]))
         .collect();
     assert_eq!(strict.edge_index, Some(expect));
+
+    // a second refining pass scores what the first keeps above the second cut
+    let twice = run(&[
+        ("gnn_refine_cut", &format!("{first_cut}, {cut_text}")),
+        ("gnn_cut", "0"),
+    ]);
+    assert_eq!(
+        stages(&twice),
+        [&FIRST_STAGES[..], &["gnn_refine", "gnn_refine2", "tracks"]].concat()
+    );
+    assert_eq!(twice.edge_index, strict.edge_index);
+    let rescored = twice.edge_scores.unwrap();
+    let once: Vec<f32> = above.iter().map(|&i| scores[i]).collect();
+    assert_eq!(rescored.len(), once.len());
+    assert_ne!(rescored, once);
 
     // a second network file for the pass must exist
     let err = Pipeline::new(config(&[

@@ -103,6 +103,20 @@ _ALIASES = {
 _NONE = ("", "none", "off")
 
 
+# most refining GNN passes one configuration may ask for (as on the Rust side)
+MAX_REFINE_PASSES = 3
+
+
+def _cut_list(value: str) -> list[float]:
+    """Cuts separated by commas or spaces; `none`/`off` gives none."""
+    if value.lower() in _NONE:
+        return []
+    cuts = [_f32(part) for part in value.replace(",", " ").split()]
+    if len(cuts) > MAX_REFINE_PASSES:
+        raise ValueError(f"at most {MAX_REFINE_PASSES} cuts (one per refining pass)")
+    return cuts
+
+
 def _f32(value: str) -> float:
     """A setting parsed as the Rust side does: an f32 (kept as the Python float of it)."""
     v = np.float32(float(value))
@@ -124,7 +138,8 @@ class PipelineParameters:
     knn: int = 100
     filter_cut: float = _f32("0.05")
     gnn_cut: float = _f32("0.5")
-    gnn_refine_cut: float | None = None  # None: one GNN pass
+    # one refining GNN pass per cut; empty: one GNN pass
+    gnn_refine_cut: list[float] = field(default_factory=list)
     gnn_refine_model: str = ""  # "": the refining pass runs gnn_model again
     track_builder: str = "cc"
     walk_min_cut: float = _f32("0.1")
@@ -162,7 +177,9 @@ class PipelineParameters:
                 "track_cut",
             ):
                 setattr(self, key, _f32(v))
-            elif key in ("gnn_refine_cut", "walk_rescue_cut", "walk_chain_cut"):
+            elif key == "gnn_refine_cut":
+                self.gnn_refine_cut = _cut_list(v)
+            elif key in ("walk_rescue_cut", "walk_chain_cut"):
                 setattr(self, key, None if v.lower() in _NONE else _f32(v))
             elif key in ("track_model", "gnn_refine_model"):
                 setattr(self, key, "" if v.lower() in _NONE else v)
@@ -195,11 +212,12 @@ class PipelineParameters:
         if self.knn < 1:
             problems.append("knn must be at least 1")
         cuts = ["filter_cut", "gnn_cut", "walk_min_cut", "walk_high_cut", "track_cut"]
-        optional = ("gnn_refine_cut", "walk_rescue_cut", "walk_chain_cut")
-        cuts += [k for k in optional if getattr(self, k) is not None]
-        for key in cuts:
-            if not 0.0 <= getattr(self, key) < 1.0:
-                problems.append(f"{key} = {getattr(self, key)} must be in [0, 1)")
+        optional = ("walk_rescue_cut", "walk_chain_cut")
+        values = [(k, getattr(self, k)) for k in cuts + list(optional)]
+        values += [("gnn_refine_cut", cut) for cut in self.gnn_refine_cut]
+        for key, value in values:
+            if value is not None and not 0.0 <= value < 1.0:
+                problems.append(f"{key} = {value} must be in [0, 1)")
         if self.walk_high_cut < self.walk_min_cut:
             problems.append("walk_high_cut must not be below walk_min_cut")
         for key in (
@@ -459,19 +477,22 @@ def classify_edges(
 
 
 def gnn_refine_file(p: PipelineParameters) -> str | None:
-    """The refining GNN pass's network file, when `gnn_refine_cut` asks for the pass."""
-    if p.gnn_refine_cut is None:
+    """The refining GNN passes' network file, when `gnn_refine_cut` asks for passes."""
+    if not p.gnn_refine_cut:
         return None
     return p.gnn_refine_model or p.gnn_model
 
 
 def gnn_passes(p: PipelineParameters, gnn, gnn_refine) -> list[tuple[str, object, float]]:
     """(stage, network, cut) of the GNN's passes: one at `gnn_cut`, or with a refining
-    network a first at `gnn_refine_cut` that thins the graph and the refining one, whose
-    scores of what is left meet `gnn_cut`."""
-    if gnn_refine is None:
+    network one more per `gnn_refine_cut`; each pass before the last keeps its edges above
+    the next cut in that list and the last pass's scores meet `gnn_cut`."""
+    if gnn_refine is None or not p.gnn_refine_cut:
         return [("gnn", gnn, p.gnn_cut)]
-    return [("gnn", gnn, p.gnn_refine_cut), ("gnn_refine", gnn_refine, p.gnn_cut)]
+    cuts = [*p.gnn_refine_cut, p.gnn_cut]
+    names = ["gnn"] + [f"gnn_refine{k if k > 1 else ''}" for k in range(1, len(cuts))]
+    networks = [gnn] + [gnn_refine] * (len(cuts) - 1)
+    return list(zip(names, networks, cuts, strict=True))
 
 
 def _number_by_first_member(track_of: np.ndarray) -> np.ndarray:

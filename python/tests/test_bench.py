@@ -233,6 +233,14 @@ def _rows(side, exponent):
     ]
 
 
+def test_the_refining_passes_share_one_column():
+    times = {"gnn": 0.5, "gnn_refine": 0.25, "gnn_refine2": 0.125, "tracks": 0.1}
+    row = bench_scaling.StageTimes("rust", 200, 10, times, 1.0, [], 0)
+    assert row.timings == {"gnn": 0.5, "gnn_refine": 0.375, "tracks": 0.1}
+    assert "gnn_refine2" not in bench_scaling.scaling_table([row])
+    assert "| 500 | 375 |" in bench_scaling.scaling_table([row])
+
+
 def test_growth_ratio_linear_and_quadratic():
     rows = _rows("linear", 1) + _rows("quadratic", 2)
     assert bench_scaling.growth_ratio(rows, "linear", 30_000, 300_000) == pytest.approx(10.0)

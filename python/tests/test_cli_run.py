@@ -135,6 +135,18 @@ def test_the_refining_gnn_pass_scores_the_thinned_graph_as_the_reference(tmp_pat
     np.testing.assert_allclose(scores, expected.edge_scores, atol=1e-5)
     assert expected.graph_sizes == [expected.graph_sizes[0], len(first_scores), len(scores)]
 
+    # a second refining pass on what the first keeps above its median
+    second_cut = repr(float(np.median(scores)))
+    both = f"{cut},{second_cut}"
+    edges2, scores2 = written("three", gnn_cut="0", gnn_refine_cut=both)
+    assert np.array_equal(edges2, edges[:, scores > np.float32(second_cut)])
+    assert not np.allclose(scores2, scores[scores > np.float32(second_cut)], atol=1e-3)
+    params = reference.load_parameters(MODEL, {"gnn_cut": "0", "gnn_refine_cut": both})
+    expected = reference.ReferencePipeline(MODEL / "1", params).run(x)
+    assert np.array_equal(edges2, expected.edge_index)
+    np.testing.assert_allclose(scores2, expected.edge_scores, atol=1e-5)
+    assert set(expected.timings) >= {"gnn", "gnn_refine", "gnn_refine2"}
+
 
 @needs_rust
 def test_run_on_a_gpu_or_says_why_not(tmp_path):

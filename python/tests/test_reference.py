@@ -251,6 +251,7 @@ def test_pbtxt_parameters_in_block_and_list_form():
 def test_bad_parameters_name_the_key():
     params = reference.PipelineParameters()
     bad = [("radius", "abc"), ("track_builder", "magic"), ("knn", "x"), ("allow_cpu_fallback", "2")]
+    bad += [("gnn_refine_cut", "0.1,high"), ("gnn_refine_cut", "0.1,0.2,0.3,0.4")]
     for key, value in bad:
         with pytest.raises(ValueError, match=key):
             params.set(key, value)
@@ -259,6 +260,14 @@ def test_bad_parameters_name_the_key():
     params.set("walk_min_cut", "0.7")
     with pytest.raises(ValueError, match="walk_high_cut"):
         params.validate()
+    params = reference.PipelineParameters()
+    params.set("gnn_refine_cut", " 0.02, 0.05 ")
+    assert params.gnn_refine_cut == [reference._f32("0.02"), reference._f32("0.05")]
+    params.set("gnn_refine_cut", "0.02 1.5")
+    with pytest.raises(ValueError, match="gnn_refine_cut = 1.5"):
+        params.validate()
+    params.set("gnn_refine_cut", "off")
+    assert params.gnn_refine_cut == [] and reference.gnn_refine_file(params) is None
 
 
 def fixture_pipeline(**overrides):

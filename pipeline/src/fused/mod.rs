@@ -229,13 +229,14 @@ fn agrees_with_file(
 }
 
 /// The fused kernel for the TorchScript network `model` of the edge classifier `stage`
-/// (`filter`, or `gnn` and its refining pass `gnn_refine`), when `model` is one it reproduces.
+/// (`filter`, or `gnn` and its refining passes `gnn_refine*`), when `model` is one it
+/// reproduces.
 pub(crate) fn load(stage: &str, model: &TorchModel) -> Result<Option<Box<dyn FusedKernel>>> {
     let num_features = model.int_method("num_features")?;
     Ok(match stage {
         "filter" => filter::FusedFilter::load(model, num_features)?
             .map(|k| Box::new(k) as Box<dyn FusedKernel>),
-        "gnn" | "gnn_refine" => {
+        gnn if gnn.starts_with("gnn") => {
             gnn::FusedGnn::load(model, num_features)?.map(|k| Box::new(k) as Box<dyn FusedKernel>)
         }
         _ => None,
