@@ -179,7 +179,29 @@ fn resolve_value(key: &str, value: &str, model_dir: &Path, version_dir: &Path) -
     if !value.contains(MODEL_DIRECTORY_VAR) {
         return Ok(value.to_string());
     }
-    let expanded = value.replace(MODEL_DIRECTORY_VAR, &model_dir.to_string_lossy());
+    if key == "gnn_refine_model" && value.contains(',') {
+        // one file per refining pass
+        let files = value
+            .split(',')
+            .map(|file| resolve_file(key, value, file, model_dir, version_dir))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(files.join(","));
+    }
+    resolve_file(key, value, value, model_dir, version_dir)
+}
+
+/// `file`, one file of the parameter `key` = `value`, resolved as `resolve_value` says.
+fn resolve_file(
+    key: &str,
+    value: &str,
+    file: &str,
+    model_dir: &Path,
+    version_dir: &Path,
+) -> Result<String> {
+    if !file.contains(MODEL_DIRECTORY_VAR) {
+        return Ok(file.to_string());
+    }
+    let expanded = file.replace(MODEL_DIRECTORY_VAR, &model_dir.to_string_lossy());
     if !FILE_PARAMETERS.contains(&key) {
         return Ok(expanded);
     }
@@ -414,6 +436,16 @@ mod tests {
             let ok = resolve_value(key, "$$TRITON_MODEL_DIRECTORY/1/t.pt", &m, &v);
             assert_eq!(ok.unwrap(), "t.pt", "{key}");
         }
+        let both = "$$TRITON_MODEL_DIRECTORY/1/g2.pt, g3.pt";
+        let ok = resolve_value("gnn_refine_model", both, &m, &v);
+        assert_eq!(ok.unwrap(), "g2.pt, g3.pt");
+        let outside = "g2.pt,$$TRITON_MODEL_DIRECTORY/g3.pt";
+        let err = resolve_value("gnn_refine_model", outside, &m, &v).unwrap_err();
+        assert!(
+            err.message().contains("'gnn_refine_model'"),
+            "{}",
+            err.message()
+        );
         let err = resolve_value("gnn_model", "$$TRITON_MODEL_DIRECTORY/gnn.pt", &m, &v);
         assert!(err.unwrap_err().message().contains("'gnn_model'"));
         assert_eq!(resolve_value("knn", "12", &m, &v).unwrap(), "12");

@@ -62,9 +62,9 @@ class TritonPythonModel:
             "gnn": params.gnn_model,
             "tracks": params.track_model or None,
         }.get(self.stage)
-        refine = reference.gnn_refine_file(params) if self.stage == "gnn" else None
+        refine = reference.gnn_refine_files(params) if self.stage == "gnn" else []
         self.network = self._load(version_dir, network)
-        self.refine_network = self._load(version_dir, refine)
+        self.refine_networks = [self._load(version_dir, name) for name in refine]
         self.module_map = (
             reference.read_module_map(version_dir / params.module_map)
             if self.stage == "module_map_graph"
@@ -126,7 +126,7 @@ class TritonPythonModel:
             if self.stage == "filter":
                 passes = [(self.network, p.filter_cut, p.filter_chunk)]
             else:
-                gnn_passes = ref.gnn_passes(p, self.network, self.refine_network)
+                gnn_passes = ref.gnn_passes(p, self.network, self.refine_networks)
                 passes = [(model, cut, None) for _, model, cut in gnn_passes]
             scores = torch.zeros(0)
             for model, cut, chunk in passes:

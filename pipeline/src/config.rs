@@ -53,8 +53,9 @@ pub struct PipelineConfig {
     /// refining network scores them again without the rest, and `gnn_cut` applies to the last
     /// pass's scores; empty: one pass.
     pub gnn_refine_cut: Vec<f32>,
-    /// The refining pass's network (file in the model folder); `None`: `gnn_model` again.
-    pub gnn_refine_model: Option<String>,
+    /// The refining passes' networks (files in the model folder): one for every pass or one
+    /// per pass; empty: `gnn_model` again.
+    pub gnn_refine_model: Vec<String>,
     pub track_builder: TrackBuilder,
     pub walk_min_cut: f32,
     pub walk_high_cut: f32,
@@ -97,7 +98,7 @@ impl Default for PipelineConfig {
             filter_cut: 0.05,
             gnn_cut: 0.5,
             gnn_refine_cut: Vec::new(),
-            gnn_refine_model: None,
+            gnn_refine_model: Vec::new(),
             track_builder: TrackBuilder::ConnectedComponents,
             walk_min_cut: 0.1,
             walk_high_cut: 0.6,
@@ -213,6 +214,25 @@ fn parse_cut_list(key: &str, value: &str) -> Result<Vec<f32>> {
     Ok(cuts)
 }
 
+/// File names separated by commas; `none`/`off` gives none.
+fn parse_file_list(key: &str, value: &str) -> Result<Vec<String>> {
+    if is_off(value) {
+        return Ok(Vec::new());
+    }
+    let files = value
+        .split(',')
+        .map(|part| parse_file(key, part))
+        .collect::<Result<Vec<_>>>()?;
+    if files.len() > MAX_REFINE_PASSES {
+        return Err(bad(
+            key,
+            value,
+            &format!("at most {MAX_REFINE_PASSES} files (one per refining pass)"),
+        ));
+    }
+    Ok(files)
+}
+
 fn parse_file(key: &str, value: &str) -> Result<String> {
     let name = value.trim();
     let path = std::path::Path::new(name);
@@ -259,7 +279,7 @@ impl PipelineConfig {
             "filter_cut" => self.filter_cut = parse_f32(key, value)?,
             "gnn_cut" => self.gnn_cut = parse_f32(key, value)?,
             "gnn_refine_cut" => self.gnn_refine_cut = parse_cut_list(key, value)?,
-            "gnn_refine_model" => self.gnn_refine_model = parse_optional_file(key, value)?,
+            "gnn_refine_model" => self.gnn_refine_model = parse_file_list(key, value)?,
             "track_builder" => {
                 self.track_builder = match v {
                     "cc" | "connected_components" => TrackBuilder::ConnectedComponents,
@@ -345,6 +365,13 @@ impl PipelineConfig {
         for &cut in &self.gnn_refine_cut {
             unit("gnn_refine_cut", cut)?;
         }
+        let (passes, networks) = (self.gnn_refine_cut.len(), self.gnn_refine_model.len());
+        if passes > 0 && networks > 1 && networks != passes {
+            return Err(PipelineError::Config(format!(
+                "gnn_refine_model names {networks} networks for {passes} refining passes \
+                 (gnn_refine_cut); name one for all or one per pass"
+            )));
+        }
         if let Some(cut) = self.walk_rescue_cut {
             unit("walk_rescue_cut", cut)?;
         }
@@ -382,15 +409,15 @@ impl PipelineConfig {
     pub fn gnn_path(&self) -> PathBuf {
         self.model_dir.join(&self.gnn_model)
     }
-    /// The refining GNN passes' network, when `gnn_refine_cut` asks for passes.
-    pub fn gnn_refine_path(&self) -> Option<PathBuf> {
-        if self.gnn_refine_cut.is_empty() {
-            return None;
-        }
-        Some(
-            self.model_dir
-                .join(self.gnn_refine_model.as_ref().unwrap_or(&self.gnn_model)),
-        )
+    /// The network of each refining GNN pass (one per `gnn_refine_cut`).
+    pub fn gnn_refine_paths(&self) -> Vec<PathBuf> {
+        let passes = self.gnn_refine_cut.len();
+        let name = |pass: usize| match self.gnn_refine_model.as_slice() {
+            [] => &self.gnn_model,
+            [one] => one,
+            many => &many[pass],
+        };
+        (0..passes).map(|p| self.model_dir.join(name(p))).collect()
     }
     pub fn track_model_path(&self) -> Option<PathBuf> {
         self.track_model.as_ref().map(|m| self.model_dir.join(m))
@@ -563,9 +590,9 @@ mod tests {
         assert!(cfg.allow_cpu_fallback);
         assert_eq!(cfg.gnn_path(), PathBuf::from("./g.pt"));
         assert_eq!(cfg.track_model_path(), Some(PathBuf::from("./t.pt")));
-        assert_eq!(cfg.gnn_refine_path(), Some(PathBuf::from("./g2.pt")));
+        assert_eq!(cfg.gnn_refine_paths(), [PathBuf::from("./g2.pt")]);
         cfg.set("gnn_refine_model", "none").unwrap();
-        assert_eq!(cfg.gnn_refine_path(), Some(PathBuf::from("./g.pt")));
+        assert_eq!(cfg.gnn_refine_paths(), [PathBuf::from("./g.pt")]);
         assert_eq!((cfg.walk_rescue_cut, cfg.track_cut), (Some(0.1), 0.8));
         assert_eq!(cfg.walkthrough().rescue_cut, Some(0.1));
         assert_eq!(cfg.walkthrough().chain_cut, Some(0.15));
@@ -575,7 +602,7 @@ mod tests {
             cfg.set("track_model", off).unwrap();
             cfg.set("gnn_refine_cut", off).unwrap();
             assert_eq!((cfg.walk_rescue_cut, cfg.track_model_path()), (None, None));
-            assert_eq!(cfg.gnn_refine_path(), None);
+            assert!(cfg.gnn_refine_paths().is_empty());
             assert_eq!(cfg.walkthrough().chain_cut, None);
         }
     }
@@ -599,6 +626,20 @@ mod tests {
                 "{err}"
             );
         }
+        cfg.set("gnn_refine_cut", "0.02,0.05").unwrap();
+        cfg.set("gnn_refine_model", "g2.pt").unwrap();
+        let two = [PathBuf::from("./g2.pt"), PathBuf::from("./g2.pt")];
+        assert_eq!(cfg.gnn_refine_paths(), two);
+        cfg.set("gnn_refine_model", "g2.pt, g3.pt").unwrap();
+        let own = [PathBuf::from("./g2.pt"), PathBuf::from("./g3.pt")];
+        assert_eq!(cfg.gnn_refine_paths(), own);
+        cfg.validate().unwrap();
+        cfg.set("gnn_refine_cut", "0.02").unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("2 networks for 1 refining passes"), "{err}");
+        let err = cfg.set("gnn_refine_model", "a.pt,../b.pt").unwrap_err();
+        assert!(err.to_string().contains("gnn_refine_model"), "{err}");
+        cfg.set("gnn_refine_model", "off").unwrap();
         cfg.set("gnn_refine_cut", "0.02,1.5").unwrap();
         let err = cfg.validate().unwrap_err().to_string();
         assert!(

@@ -146,11 +146,9 @@ impl Pipeline {
         let thinning = &cfg.gnn_refine_cut;
         let first_cut = thinning.first().copied().unwrap_or(cfg.gnn_cut);
         classifiers.push(gnn_stage("gnn", cfg.gnn_path(), first_cut)?);
-        if let Some(refine) = cfg.gnn_refine_path() {
-            for (pass, name) in REFINE_STAGES.iter().take(thinning.len()).enumerate() {
-                let cut = thinning.get(pass + 1).copied().unwrap_or(cfg.gnn_cut);
-                classifiers.push(gnn_stage(name, refine.clone(), cut)?);
-            }
+        for (pass, (name, model)) in REFINE_STAGES.iter().zip(cfg.gnn_refine_paths()).enumerate() {
+            let cut = thinning.get(pass + 1).copied().unwrap_or(cfg.gnn_cut);
+            classifiers.push(gnn_stage(name, model, cut)?);
         }
 
         // Every network must read the same feature width.

@@ -448,4 +448,13 @@ fn the_refining_gnn_pass_rescores_the_thinned_graph() {
     .expect("load must fail")
     .to_string();
     assert!(err.contains("no_gnn2.pt"), "{err}");
+    // as must each pass's own
+    let err = Pipeline::new(config(&[
+        ("gnn_refine_cut", "0.5,0.6"),
+        ("gnn_refine_model", "gnn.pt,no_gnn3.pt"),
+    ]))
+    .err()
+    .expect("load must fail")
+    .to_string();
+    assert!(err.contains("no_gnn3.pt"), "{err}");
 }

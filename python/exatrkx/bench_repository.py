@@ -201,8 +201,8 @@ def _needed_files(params: reference.PipelineParameters) -> list[str]:
 
 
 def _gnn_files(params: reference.PipelineParameters) -> list[str]:
-    refine = reference.gnn_refine_file(params)
-    return [params.gnn_model] + ([refine] if refine not in (None, params.gnn_model) else [])
+    files = [params.gnn_model, *reference.gnn_refine_files(params)]
+    return list(dict.fromkeys(files))  # each file once, in pass order
 
 
 def _stage_files(stage: str, params: reference.PipelineParameters) -> list[str]:

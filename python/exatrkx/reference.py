@@ -117,6 +117,16 @@ def _cut_list(value: str) -> list[float]:
     return cuts
 
 
+def _file_list(value: str) -> list[str]:
+    """File names separated by commas; `none`/`off` gives none."""
+    if value.lower() in _NONE:
+        return []
+    files = [part.strip() for part in value.split(",")]
+    if "" in files or len(files) > MAX_REFINE_PASSES:
+        raise ValueError(f"expected 1 to {MAX_REFINE_PASSES} file names separated by commas")
+    return files
+
+
 def _f32(value: str) -> float:
     """A setting parsed as the Rust side does: an f32 (kept as the Python float of it)."""
     v = np.float32(float(value))
@@ -140,7 +150,8 @@ class PipelineParameters:
     gnn_cut: float = _f32("0.5")
     # one refining GNN pass per cut; empty: one GNN pass
     gnn_refine_cut: list[float] = field(default_factory=list)
-    gnn_refine_model: str = ""  # "": the refining pass runs gnn_model again
+    # the refining passes' networks: one for all or one per pass; empty: gnn_model again
+    gnn_refine_model: list[str] = field(default_factory=list)
     track_builder: str = "cc"
     walk_min_cut: float = _f32("0.1")
     walk_high_cut: float = _f32("0.6")
@@ -181,8 +192,10 @@ class PipelineParameters:
                 self.gnn_refine_cut = _cut_list(v)
             elif key in ("walk_rescue_cut", "walk_chain_cut"):
                 setattr(self, key, None if v.lower() in _NONE else _f32(v))
-            elif key in ("track_model", "gnn_refine_model"):
-                setattr(self, key, "" if v.lower() in _NONE else v)
+            elif key == "track_model":
+                self.track_model = "" if v.lower() in _NONE else v
+            elif key == "gnn_refine_model":
+                self.gnn_refine_model = _file_list(v)
             elif key in (
                 "knn",
                 "min_track_length",
@@ -220,6 +233,12 @@ class PipelineParameters:
                 problems.append(f"{key} = {value} must be in [0, 1)")
         if self.walk_high_cut < self.walk_min_cut:
             problems.append("walk_high_cut must not be below walk_min_cut")
+        passes, networks = len(self.gnn_refine_cut), len(self.gnn_refine_model)
+        if passes and networks > 1 and networks != passes:
+            problems.append(
+                f"gnn_refine_model names {networks} networks for {passes} refining passes "
+                "(gnn_refine_cut); name one for all or one per pass"
+            )
         for key in (
             "min_track_length",
             "embedding_batch",
@@ -476,23 +495,19 @@ def classify_edges(
     return edge_index[:, keep], scores[keep]
 
 
-def gnn_refine_file(p: PipelineParameters) -> str | None:
-    """The refining GNN passes' network file, when `gnn_refine_cut` asks for passes."""
-    if not p.gnn_refine_cut:
-        return None
-    return p.gnn_refine_model or p.gnn_model
+def gnn_refine_files(p: PipelineParameters) -> list[str]:
+    """The network file of each refining GNN pass (one per `gnn_refine_cut`)."""
+    models = p.gnn_refine_model or [p.gnn_model]
+    return [models[k] if len(models) > 1 else models[0] for k in range(len(p.gnn_refine_cut))]
 
 
-def gnn_passes(p: PipelineParameters, gnn, gnn_refine) -> list[tuple[str, object, float]]:
-    """(stage, network, cut) of the GNN's passes: one at `gnn_cut`, or with a refining
-    network one more per `gnn_refine_cut`; each pass before the last keeps its edges above
-    the next cut in that list and the last pass's scores meet `gnn_cut`."""
-    if gnn_refine is None or not p.gnn_refine_cut:
-        return [("gnn", gnn, p.gnn_cut)]
+def gnn_passes(p: PipelineParameters, gnn, refine: list) -> list[tuple[str, object, float]]:
+    """(stage, network, cut) of the GNN's passes: one at `gnn_cut`, then one more per
+    `gnn_refine_cut` with its network in `refine`; each pass before the last keeps its edges
+    above the next cut in that list and the last pass's scores meet `gnn_cut`."""
     cuts = [*p.gnn_refine_cut, p.gnn_cut]
     names = ["gnn"] + [f"gnn_refine{k if k > 1 else ''}" for k in range(1, len(cuts))]
-    networks = [gnn] + [gnn_refine] * (len(cuts) - 1)
-    return list(zip(names, networks, cuts, strict=True))
+    return list(zip(names, [gnn, *refine], cuts, strict=True))
 
 
 def _number_by_first_member(track_of: np.ndarray) -> np.ndarray:
@@ -776,8 +791,9 @@ class ReferencePipeline:
         )
         self.filter = load(params.filter_model)
         self.gnn = load(params.gnn_model)
-        refine = gnn_refine_file(params)
-        self.gnn_refine = None if refine is None else load(refine)
+        refine = gnn_refine_files(params)
+        networks = {name: load(name) for name in set(refine)}
+        self.gnn_refine = [networks[name] for name in refine]
         self.module_map = (
             read_module_map(version_dir / params.module_map)
             if params.graph_construction == "module_map"

@@ -135,13 +135,15 @@ def test_the_refining_gnn_pass_scores_the_thinned_graph_as_the_reference(tmp_pat
     np.testing.assert_allclose(scores, expected.edge_scores, atol=1e-5)
     assert expected.graph_sizes == [expected.graph_sizes[0], len(first_scores), len(scores)]
 
-    # a second refining pass on what the first keeps above its median
+    # a second refining pass on what the first keeps above its median, with its own network
+    # (the filter's: it reads the same inputs)
     second_cut = repr(float(np.median(scores)))
-    both = f"{cut},{second_cut}"
-    edges2, scores2 = written("three", gnn_cut="0", gnn_refine_cut=both)
+    both = {"gnn_cut": "0", "gnn_refine_cut": f"{cut},{second_cut}"}
+    both["gnn_refine_model"] = "gnn.pt, filter.pt"
+    edges2, scores2 = written("three", **both)
     assert np.array_equal(edges2, edges[:, scores > np.float32(second_cut)])
     assert not np.allclose(scores2, scores[scores > np.float32(second_cut)], atol=1e-3)
-    params = reference.load_parameters(MODEL, {"gnn_cut": "0", "gnn_refine_cut": both})
+    params = reference.load_parameters(MODEL, both)
     expected = reference.ReferencePipeline(MODEL / "1", params).run(x)
     assert np.array_equal(edges2, expected.edge_index)
     np.testing.assert_allclose(scores2, expected.edge_scores, atol=1e-5)

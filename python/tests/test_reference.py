@@ -267,7 +267,19 @@ def test_bad_parameters_name_the_key():
     with pytest.raises(ValueError, match="gnn_refine_cut = 1.5"):
         params.validate()
     params.set("gnn_refine_cut", "off")
-    assert params.gnn_refine_cut == [] and reference.gnn_refine_file(params) is None
+    assert params.gnn_refine_cut == [] and reference.gnn_refine_files(params) == []
+    params.set("gnn_refine_cut", "0.02,0.05")
+    assert reference.gnn_refine_files(params) == ["gnn.pt", "gnn.pt"]
+    params.set("gnn_refine_model", "g2.pt")
+    assert reference.gnn_refine_files(params) == ["g2.pt", "g2.pt"]
+    params.set("gnn_refine_model", "g2.pt, g3.pt")
+    assert reference.gnn_refine_files(params) == ["g2.pt", "g3.pt"]
+    params.validate()
+    params.set("gnn_refine_cut", "0.02")
+    with pytest.raises(ValueError, match="2 networks for 1 refining passes"):
+        params.validate()
+    with pytest.raises(ValueError, match="gnn_refine_model"):
+        params.set("gnn_refine_model", "g2.pt,,g3.pt")
 
 
 def fixture_pipeline(**overrides):
