@@ -20,13 +20,14 @@ from exatrkx_client import ExaTrkXClient
 MODEL = paths.MODEL_REPOSITORY / "exatrkx"
 EXATRKX = paths.REPO_ROOT / "target" / "release" / "exatrkx"
 
-# Floors below the model card's held-out numbers (pile-up 200: efficiency 0.939, fake rate
-# 0.0092; single events of the validation, held-out and mu200-cval sets: fake rates
-# 0.0068-0.0121, and one random draw here, seed 9553347, 0.0160; the real event 0.978 and
-# 0.0): they fail on a broken or mismatched model or parameters (without the track-quality
-# stage the fake rate is 0.021-0.024), not on an unlucky event. Raise them with the models
-# (the project's goal is efficiency >= 0.97 and fake rate <= 0.01).
-MIN_EFFICIENCY_MU200 = 0.89
+# Floors below the model card's held-out numbers (pile-up 200: efficiency 0.969, fake rate
+# 0.0084, single held-out events 0.966-0.971 and 0.0070-0.0100; earlier sets' single events of
+# the validation, held-out and mu200-cval sets: fake rates 0.0068-0.0121, and one random draw
+# here, seed 9553347, 0.0160; the real event 0.978 and 0.0): they fail on a broken or
+# mismatched model or parameters (without the track-quality stage the fake rate is
+# 0.021-0.024), not on an unlucky event. Raise them with the models (the project's goal is
+# efficiency >= 0.97 and fake rate <= 0.01).
+MIN_EFFICIENCY_MU200 = 0.93
 MAX_FAKE_RATE_MU200 = 0.019
 MIN_EFFICIENCY_REAL = 0.95
 MAX_FAKE_RATE_REAL = 0.01

@@ -134,8 +134,8 @@ def write_random_models(
     score_gain: float = 20.0,
 ) -> dict[str, Path]:
     """Script seeded random models into `embed.pt`, `filter.pt`, `gnn.pt`, `tracks.pt` (the
-    track-quality network) and `gnn2.pt` (the refining GNN pass), the files the project's
-    config names, in `directory`."""
+    track-quality network), `gnn2.pt` and `gnn3.pt` (the refining GNN passes), the files the
+    project's config names, in `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
@@ -150,10 +150,12 @@ def write_random_models(
         with torch.no_grad():
             tracks.mlp[-1].bias.add_(1.4)
         models["tracks.pt"] = tracks
-        models["gnn2.pt"] = InteractionGNN(num_features, max(hidden // 2, 4), gnn_iterations)
+        refining = ("gnn2.pt", "gnn3.pt")
+        for name in refining:
+            models[name] = InteractionGNN(num_features, max(hidden // 2, 4), gnn_iterations)
         # Random networks score every edge almost alike; a larger last layer spreads the
         # scores so that the cuts keep some edges and drop others.
-        for name in ("filter.pt", "gnn.pt", "gnn2.pt"):
+        for name in ("filter.pt", "gnn.pt", *refining):
             last = [m for m in models[name].modules() if isinstance(m, nn.Linear)][-1]
             with torch.no_grad():
                 last.weight.mul_(score_gain)

@@ -156,7 +156,8 @@ def test_bench_repository_layout_and_parameters(source_repository, tmp_path):
             assert params[key] == ("0.25" if key == "gnn_cut" else value), (step, key)
         assert (dest / step / "1" / "model.py").resolve() == bench_repository.STEP_MODEL
     assert (dest / "exatrkx_py_gnn" / "1" / "gnn.pt").is_file()
-    assert (dest / "exatrkx_py_gnn" / "1" / "gnn2.pt").is_file()  # the refining pass's network
+    for name in ("gnn2.pt", "gnn3.pt"):  # the refining passes' networks
+        assert (dest / "exatrkx_py_gnn" / "1" / name).is_file()
     assert (dest / "exatrkx" / "1" / "embed.pt").is_file()
     ensemble = (dest / bench_repository.ENSEMBLE / "config.pbtxt").read_text()
     assert 'platform: "ensemble"' in ensemble and "MODULE_ID" not in ensemble
