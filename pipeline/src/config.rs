@@ -194,43 +194,40 @@ fn parse_optional_f32(key: &str, value: &str) -> Result<Option<f32>> {
 /// Most refining GNN passes one configuration may ask for.
 pub const MAX_REFINE_PASSES: usize = 3;
 
-/// Cuts separated by commas or spaces; `none`/`off` gives none.
-fn parse_cut_list(key: &str, value: &str) -> Result<Vec<f32>> {
+/// One value per refining pass from `parts` of `value`; `none`/`off` gives none.
+fn per_pass<T>(
+    key: &str,
+    value: &str,
+    what: &str,
+    parts: impl Iterator<Item = Result<T>>,
+) -> Result<Vec<T>> {
     if is_off(value) {
         return Ok(Vec::new());
     }
-    let cuts = value
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|part| !part.is_empty())
-        .map(|part| parse_f32(key, part).map_err(|_| bad(key, value, "cuts separated by commas")))
-        .collect::<Result<Vec<_>>>()?;
-    if cuts.len() > MAX_REFINE_PASSES {
+    let items = parts.collect::<Result<Vec<_>>>()?;
+    if items.len() > MAX_REFINE_PASSES {
         return Err(bad(
             key,
             value,
-            &format!("at most {MAX_REFINE_PASSES} cuts (one per refining pass)"),
+            &format!("at most {MAX_REFINE_PASSES} {what} (one per refining pass)"),
         ));
     }
-    Ok(cuts)
+    Ok(items)
 }
 
-/// File names separated by commas; `none`/`off` gives none.
+/// Cuts separated by commas or spaces.
+fn parse_cut_list(key: &str, value: &str) -> Result<Vec<f32>> {
+    let parts = value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|part| !part.is_empty())
+        .map(|part| parse_f32(key, part).map_err(|_| bad(key, value, "cuts separated by commas")));
+    per_pass(key, value, "cuts", parts)
+}
+
+/// File names separated by commas.
 fn parse_file_list(key: &str, value: &str) -> Result<Vec<String>> {
-    if is_off(value) {
-        return Ok(Vec::new());
-    }
-    let files = value
-        .split(',')
-        .map(|part| parse_file(key, part))
-        .collect::<Result<Vec<_>>>()?;
-    if files.len() > MAX_REFINE_PASSES {
-        return Err(bad(
-            key,
-            value,
-            &format!("at most {MAX_REFINE_PASSES} files (one per refining pass)"),
-        ));
-    }
-    Ok(files)
+    let parts = value.split(',').map(|part| parse_file(key, part));
+    per_pass(key, value, "files", parts)
 }
 
 fn parse_file(key: &str, value: &str) -> Result<String> {
