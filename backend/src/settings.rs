@@ -179,7 +179,7 @@ fn resolve_value(key: &str, value: &str, model_dir: &Path, version_dir: &Path) -
     if !value.contains(MODEL_DIRECTORY_VAR) {
         return Ok(value.to_string());
     }
-    if key == "gnn_refine_model" && value.contains(',') {
+    if key == "gnn_refine_model" {
         // one file per refining pass
         let files = value
             .split(',')

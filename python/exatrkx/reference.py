@@ -225,8 +225,8 @@ class PipelineParameters:
         if self.knn < 1:
             problems.append("knn must be at least 1")
         cuts = ["filter_cut", "gnn_cut", "walk_min_cut", "walk_high_cut", "track_cut"]
-        optional = ("walk_rescue_cut", "walk_chain_cut")
-        values = [(k, getattr(self, k)) for k in cuts + list(optional)]
+        cuts += ["walk_rescue_cut", "walk_chain_cut"]  # None: switched off
+        values = [(k, getattr(self, k)) for k in cuts]
         values += [("gnn_refine_cut", cut) for cut in self.gnn_refine_cut]
         for key, value in values:
             if value is not None and not 0.0 <= value < 1.0:
